@@ -25,3 +25,17 @@ def user_cache_dir(*parts: str) -> Path:
     folder = Path(root).joinpath(*parts)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+PROJECT_FOLDER_NAME = ".transfer-studio"
+
+
+def project_dir_for(data_path: str | Path) -> Path:
+    """Return the project folder that belongs to a dataset (not created here).
+
+    The health report, scan cache and runs of a dataset live in a hidden
+    ``.transfer-studio`` folder beside its images (beside the CSV for a CSV dataset).
+    """
+    data = Path(data_path).expanduser().resolve()
+    base = data.parent if data.is_file() else data
+    return base / PROJECT_FOLDER_NAME
