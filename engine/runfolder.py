@@ -19,12 +19,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from engine.atomic import atomic_write_json, atomic_write_text
 from engine.config import RunConfig, load_config, save_config
@@ -46,6 +45,7 @@ class RunFolder:
         self.status_path = self.path / "status.json"
         self.checkpoints_dir = self.path / "checkpoints"
         self.stop_path = self.path / STOP_FILE
+        self.echo: TextIO | None = None  # a stream that also receives each event line (``--events-only``)
 
     @classmethod
     def create(cls, path: str | Path, config: RunConfig) -> RunFolder:
@@ -84,8 +84,10 @@ class RunFolder:
         line = json.dumps(record, allow_nan=False, default=_json_default) + "\n"
         with open(self.events_path, "a", encoding="utf-8") as handle:
             handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+            handle.flush()  # a killed process loses no flushed line; fsync per line would slow training
+        if self.echo is not None:
+            self.echo.write(line)
+            self.echo.flush()
         return record
 
     def write_status(self, state: str, **details: Any) -> None:

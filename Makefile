@@ -1,0 +1,33 @@
+# Set-up is part of every target: the first run builds .venv from the pins, later
+# runs reuse it (the stamp file is newer than pyproject.toml and constraints.txt).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: run test lint bench clean
+
+run: $(STAMP)
+	$(PY) main.py
+
+test: $(STAMP) lint
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+bench: $(STAMP)
+	$(PY) bench/step_overhead.py
+	$(PY) bench/feature_cache.py
+
+# torch first, from its exact pin: letting pip choose it pulls a CUDA build of gigabytes.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$$(grep -E '^torch==' constraints.txt)"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache

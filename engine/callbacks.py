@@ -1,0 +1,313 @@
+"""The standard callbacks of a run: stop requests, LR schedule, metrics, checkpoints, events, progress.
+
+Each is one feature of the loop in ``engine.loop`` and knows nothing of the others
+except through ``LoopState.scratch`` (metrics publish the finished epoch's row there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.checkpoint import save_checkpoint
+from engine.loop import Callback, CancelFit, LoopState
+from engine.runfolder import RunFolder
+
+EPOCH_METRICS = "epoch_metrics"
+
+
+class StopWatcher(Callback):
+    """Turns a ``STOP`` file, SIGTERM or Ctrl+C into a clean ``CancelFit("stopped")`` at the next batch.
+
+    Signals are caught only inside ``installed()``, which the run wraps around all of
+    its work, so a stop during feature extraction is as clean as one during an epoch.
+    """
+
+    order = -100
+
+    def __init__(self, run_folder: RunFolder) -> None:
+        self.run_folder = run_folder
+        self.signalled: str | None = None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Catch SIGTERM and SIGINT while the block runs (main thread only; elsewhere a no-op)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {number: signal.signal(number, self._on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def check(self) -> None:
+        """Raise ``CancelFit`` if a stop was asked for."""
+        if self.signalled:
+            raise CancelFit("stopped", f"{self.signalled} received")
+        if self.run_folder.stop_requested():
+            raise CancelFit("stopped", "stop requested")
+
+    def before_batch(self, state: LoopState) -> None:
+        self.check()
+
+    def _on_signal(self, number: int, _frame: object) -> None:
+        self.signalled = signal.Signals(number).name
+
+
+class LRSchedule(Callback):
+    """Steps a timm scheduler once per optimizer update (``t_in_epochs=False``)."""
+
+    order = -50
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def before_fit(self, state: LoopState) -> None:
+        self.scheduler.step_update(state.step)
+
+    def after_step(self, state: LoopState) -> None:
+        self.scheduler.step_update(state.step)
+
+
+class MetricsRecorder(Callback):
+    """Per-epoch training and validation metrics: loss, top-1, top-5, per-class accuracy.
+
+    Publishes the finished epoch's row in ``state.scratch["epoch_metrics"]`` and keeps
+    every row in ``history``.
+    """
+
+    order = 10
+
+    def __init__(self, class_names: list[str], history: list[dict[str, Any]] | None = None) -> None:
+        self.class_names = class_names
+        self.history = list(history or [])
+        self._sums: dict[str, float] = {}
+        self._epoch_started = 0.0
+        self._per_class_correct = torch.zeros(len(class_names))
+        self._per_class_total = torch.zeros(len(class_names))
+
+    def before_epoch(self, state: LoopState) -> None:
+        self._epoch_started = time.perf_counter()
+        self._sums = {}
+        self._per_class_correct.zero_()
+        self._per_class_total.zero_()
+
+    def after_batch(self, state: LoopState) -> None:
+        if state.loss is None or state.outputs is None or state.targets is None:
+            return
+        prefix = "train" if state.training else "val"
+        count = len(state.targets)
+        logits = state.outputs.detach().float()
+        self._add(f"{prefix}_count", count)
+        self._add(f"{prefix}_loss", float(state.loss.detach()) * count)
+        if state.targets.dim() != 1:
+            return  # soft targets (mixup): accuracy is undefined
+        targets = state.targets
+        correct = logits.argmax(dim=1) == targets
+        self._add(f"{prefix}_top1", float(correct.sum()))
+        if not state.training:
+            k = min(5, logits.shape[1])
+            top_k = logits.topk(k, dim=1).indices
+            self._add("val_top5", float((top_k == targets[:, None]).any(dim=1).sum()))
+            cpu_targets = targets.cpu()
+            self._per_class_total += torch.bincount(cpu_targets, minlength=len(self.class_names)).float()
+            self._per_class_correct += torch.bincount(
+                cpu_targets[correct.cpu()], minlength=len(self.class_names)
+            ).float()
+
+    def after_epoch(self, state: LoopState) -> None:
+        row: dict[str, Any] = {"epoch": state.epoch}
+        for prefix in ("train", "val"):
+            count = self._sums.get(f"{prefix}_count", 0)
+            row[f"{prefix}_loss"] = self._sums[f"{prefix}_loss"] / count if count else None
+            row[f"{prefix}_top1"] = self._sums.get(f"{prefix}_top1", 0) / count if count else None
+        val_count = self._sums.get("val_count", 0)
+        has_top5 = val_count and len(self.class_names) >= 5
+        row["val_top5"] = self._sums.get("val_top5", 0) / val_count if has_top5 else None
+        row["learning_rate"] = state.optimizer.param_groups[0]["lr"]
+        row["seconds"] = time.perf_counter() - self._epoch_started
+        if val_count:
+            accuracy = self._per_class_correct / self._per_class_total.clamp(min=1)
+            row["val_per_class_top1"] = {
+                name: float(accuracy[index]) for index, name in enumerate(self.class_names)
+                if self._per_class_total[index] > 0
+            }
+        self.history.append(row)
+        state.scratch[EPOCH_METRICS] = row
+
+    def _add(self, key: str, value: float) -> None:
+        self._sums[key] = self._sums.get(key, 0.0) + value
+
+
+class CheckpointSaver(Callback):
+    """Saves ``last`` after every epoch and on a clean stop, and ``best`` when the monitored metric improves.
+
+    Args:
+        run_folder: where checkpoints go.
+        model: the module whose weights are saved (the whole network, even when only its head trains).
+        metadata: facts every checkpoint carries (classes, backbone, data settings...).
+        monitor: metric of the epoch row to maximise (``val_top1``); falls back to lowest ``val_loss``.
+        best_value: the best value of earlier epochs when resuming.
+    """
+
+    order = 40
+
+    def __init__(
+        self,
+        run_folder: RunFolder,
+        model: nn.Module,
+        metadata: dict[str, Any],
+        *,
+        monitor: str = "val_top1",
+        best_value: float | None = None,
+    ) -> None:
+        self.run_folder = run_folder
+        self.model = model
+        self.metadata = metadata
+        self.monitor = monitor
+        self.best_value = best_value
+        self.best_epoch: int | None = None
+
+    def after_epoch(self, state: LoopState) -> None:
+        row = state.scratch.get(EPOCH_METRICS, {})
+        self._save("last", state, completed_epoch=state.epoch, metrics=row)
+        value = self._score(row)
+        if value is not None and (self.best_value is None or value > self.best_value):
+            self.best_value, self.best_epoch = value, state.epoch
+            self._save("best", state, completed_epoch=state.epoch, metrics=row)
+
+    def after_cancel_fit(self, state: LoopState) -> None:
+        # The interrupted epoch is incomplete: resuming repeats it, from these weights.
+        self._save("last", state, completed_epoch=state.epoch - 1, metrics={}, stopped=state.cancel_reason)
+
+    def _score(self, row: dict[str, Any]) -> float | None:
+        if row.get(self.monitor) is not None:
+            return float(row[self.monitor])
+        if row.get("val_loss") is not None:
+            return -float(row["val_loss"])
+        return None
+
+    def _save(
+        self, name: str, state: LoopState, *, completed_epoch: int, metrics: dict, stopped: str | None = None
+    ) -> None:
+        metadata = {
+            **self.metadata,
+            "name": name,
+            "epoch": completed_epoch,
+            "step": state.step,
+            "metrics": {key: value for key, value in metrics.items() if _is_number(value)},
+            "score": self._score(metrics),
+            "stopped": stopped,
+            "saved": time.time(),
+        }
+        path = save_checkpoint(
+            self.run_folder.checkpoint_path(name),
+            model_state=self.model.state_dict(),
+            metadata=metadata,
+            optimizer_state=state.optimizer.state_dict() if name == "last" else None,
+        )
+        self.run_folder.write_event(
+            "checkpoint_saved", epoch=completed_epoch, step=state.step, name=name, path=path,
+            metric=self.monitor, value=self._score(metrics),
+        )
+
+
+class EventReporter(Callback):
+    """Writes progress events, ``metrics.csv`` and ``status.json`` as the run goes.
+
+    Args:
+        run_folder: the run's folder.
+        every_steps: write a ``batch_finished`` event every this many optimizer steps.
+        history: earlier epochs' rows, when resuming.
+    """
+
+    order = 50
+
+    def __init__(self, run_folder: RunFolder, *, every_steps: int = 10, history: list[dict] | None = None) -> None:
+        self.run_folder = run_folder
+        self.every_steps = max(1, every_steps)
+        self.rows = list(history or [])
+        self._loss_sum = 0.0
+        self._loss_count = 0
+
+    def before_epoch(self, state: LoopState) -> None:
+        self.run_folder.write_event(
+            "epoch_started", epoch=state.epoch, step=state.step,
+            num_epochs=state.num_epochs, batches=state.batches_per_epoch,
+        )
+        self.run_folder.write_status("running", epoch=state.epoch, num_epochs=state.num_epochs)
+
+    def after_step(self, state: LoopState) -> None:
+        loss = float(state.loss.detach())
+        self._loss_sum += loss
+        self._loss_count += 1
+        if state.step % self.every_steps == 0 or state.batch_index == state.batches_per_epoch - 1:
+            self.run_folder.write_event(
+                "batch_finished", epoch=state.epoch, step=state.step, batch=state.batch_index + 1,
+                batches=state.batches_per_epoch, train_loss=self._loss_sum / self._loss_count,
+                learning_rate=state.optimizer.param_groups[0]["lr"],
+            )
+            self._loss_sum, self._loss_count = 0.0, 0
+
+    def after_epoch(self, state: LoopState) -> None:
+        row = state.scratch.get(EPOCH_METRICS, {"epoch": state.epoch})
+        self.rows.append(row)
+        self.run_folder.write_metrics(self.rows)
+        self.run_folder.write_event("epoch_finished", epoch=state.epoch, step=state.step, metrics=_clean(row))
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch on an interactive terminal."""
+
+    order = 60
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self._bar: Any = None
+
+    def before_train(self, state: LoopState) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=state.batches_per_epoch, desc=f"epoch {state.epoch}/{state.num_epochs}",
+            unit="batch", file=self.stream, leave=False,
+        )
+
+    def after_step(self, state: LoopState) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{float(state.loss.detach()):.4f}")
+
+    def after_train(self, state: LoopState) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def after_epoch(self, state: LoopState) -> None:
+        row = state.scratch.get(EPOCH_METRICS, {})
+        parts = [f"epoch {state.epoch}/{state.num_epochs}"]
+        for key in ("train_loss", "val_loss", "val_top1"):
+            if row.get(key) is not None:
+                parts.append(f"{key} {row[key]:.4f}")
+        print("  ".join(parts), file=self.stream, flush=True)
+
+    after_cancel_fit = after_train
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if value is None or _is_number(value) or isinstance(value, dict)}

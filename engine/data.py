@@ -1,0 +1,105 @@
+"""Torch datasets and batch iterables over scanned image records and cached features.
+
+An image that passed the header scan can still fail to decode (damage past the
+header). Such an item is dropped from its batch and reported once, so a run never
+dies on one bad file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from engine.errors import DatasetError
+from engine.images import load_rgb
+
+log = logging.getLogger(__name__)
+
+ImageTransform = Callable[[object], torch.Tensor]
+
+
+class ImageDataset(Dataset):
+    """Images from disk with their class indices.
+
+    Each item is ``(image, target, error)``: the ``(3, H, W)`` tensor and an empty
+    error, or ``None`` and the reason the file could not be decoded.
+
+    Args:
+        paths: image files.
+        targets: class index (or any integer tag) of each file.
+        transform: Pillow RGB image -> ``(3, H, W)`` tensor.
+    """
+
+    def __init__(self, paths: Sequence[Path], targets: Sequence[int], transform: ImageTransform) -> None:
+        self.paths = list(paths)
+        self.targets = list(targets)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str]:
+        try:
+            image = load_rgb(self.paths[index])
+        except DatasetError as error:
+            return None, self.targets[index], str(error)
+        return self.transform(image), self.targets[index], ""
+
+
+def collate_with_failures(
+    items: list[tuple[torch.Tensor | None, int, str]],
+) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
+    """Stack the decoded items; return ``(images, targets, [(target, reason) of failures])``."""
+    decoded = [(image, target) for image, target, _ in items if image is not None]
+    failures = [(target, reason) for image, target, reason in items if image is None]
+    if not decoded:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), failures
+    images, targets = default_collate(decoded)
+    return images, targets, failures
+
+
+def collate_decoded(items: list[tuple[torch.Tensor | None, int, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the items that decoded; log and drop the others (training must go on)."""
+    images, targets, failures = collate_with_failures(items)
+    for _, reason in failures:
+        log.warning("left out of this batch: %s", reason)
+    return images, targets
+
+
+class FeatureBatches:
+    """Shuffled mini-batches of cached feature vectors, one random view per image each epoch.
+
+    Args:
+        features: ``(N, V, D)`` float32, V views of each of N images.
+        targets: ``(N,)`` class indices.
+        batch_size: vectors per batch.
+        shuffle: reshuffle (and redraw views) every epoch.
+        seed: seed of the shuffling generator.
+    """
+
+    def __init__(
+        self, features: torch.Tensor, targets: torch.Tensor, *, batch_size: int, shuffle: bool, seed: int = 0
+    ) -> None:
+        self.features = features
+        self.targets = targets
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return (len(self.targets) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        count, views = self.features.shape[:2]
+        order = torch.randperm(count, generator=self.generator) if self.shuffle else torch.arange(count)
+        if views > 1 and self.shuffle:
+            chosen_views = torch.randint(views, (count,), generator=self.generator)
+        else:
+            chosen_views = torch.zeros(count, dtype=torch.long)
+        for start in range(0, count, self.batch_size):
+            rows = order[start : start + self.batch_size]
+            yield self.features[rows, chosen_views[rows]], self.targets[rows]

@@ -1,0 +1,143 @@
+"""Predict labels of image files with a trained checkpoint (safetensors + JSON only).
+
+The checkpoint's metadata names the backbone, the classes and the data settings,
+so a prediction uses exactly the preprocessing the model was trained with.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from augment import create_eval_transform
+from engine.atomic import atomic_write_text
+from engine.backbones import DataSettings, create_model
+from engine.checkpoint import load_checkpoint
+from engine.data import ImageDataset, collate_with_failures
+from engine.device import plan_device
+from engine.errors import CheckpointError, DatasetError
+from engine.images import IMAGE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k labels of one image, or the reason it could not be read.
+
+    Attributes:
+        path: the image file.
+        labels: best first.
+        probabilities: softmax probability of each label, in [0, 1].
+        error: why the image could not be predicted, or "".
+    """
+
+    path: Path
+    labels: tuple[str, ...] = ()
+    probabilities: tuple[float, ...] = ()
+    error: str = ""
+
+
+class Predictor:
+    """A trained model ready to predict, loaded from a checkpoint.
+
+    Args:
+        checkpoint: a ``.safetensors`` checkpoint, its ``.json``, or a run folder (uses ``best``).
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    def __init__(self, checkpoint: str | Path, *, device: str = "auto") -> None:
+        loaded_checkpoint = load_checkpoint(checkpoint)
+        metadata = loaded_checkpoint.metadata
+        try:
+            self.classes: list[str] = list(metadata["classes"])
+            backbone = metadata["backbone"]
+            settings = DataSettings.from_dict(metadata["data_settings"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{loaded_checkpoint.path}: metadata lacks {error}") from error
+        self.checkpoint_path = loaded_checkpoint.path
+        self.plan = plan_device(device, amp=False)
+        model = create_model(backbone, num_classes=len(self.classes), weights="none").model
+        try:
+            model.load_state_dict(loaded_checkpoint.model_state)
+        except RuntimeError as error:
+            raise CheckpointError(f"{loaded_checkpoint.path}: weights do not fit {backbone} ({error})") from error
+        self.model = self.plan.prepare_model(model).eval()
+        self.transform = create_eval_transform(settings)
+
+    def predict(
+        self,
+        paths: Sequence[Path],
+        *,
+        top_k: int = 3,
+        batch_size: int = 32,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Prediction]:
+        """Predict every file; unreadable files get a Prediction with ``error`` set, in input order."""
+        k = max(1, min(top_k, len(self.classes)))
+        dataset = ImageDataset(list(paths), list(range(len(paths))), self.transform)
+        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_with_failures)
+        results: dict[int, Prediction] = {}
+        for images, indices, failures in loader:
+            for index, reason in failures:
+                results[index] = Prediction(Path(paths[index]), error=reason)
+            if len(indices):
+                with torch.inference_mode():
+                    probabilities = self.model(self.plan.to_device(images)).float().softmax(dim=1).cpu()
+                top = probabilities.topk(k, dim=1)
+                for row, index in enumerate(indices.tolist()):
+                    results[index] = Prediction(
+                        Path(paths[index]),
+                        labels=tuple(self.classes[i] for i in top.indices[row].tolist()),
+                        probabilities=tuple(top.values[row].tolist()),
+                    )
+            if progress is not None:
+                progress(len(results), len(paths))
+        return [results[index] for index in range(len(paths))]
+
+
+def collect_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively, image suffixes only) into a sorted list of files.
+
+    Raises:
+        DatasetError: an input does not exist, or no image was found.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                                and not any(part.startswith(".") for part in p.relative_to(path).parts)))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DatasetError(f"{path}: no such file or folder")
+    if not found:
+        raise DatasetError(f"no images found in {', '.join(str(item) for item in inputs)}")
+    return found
+
+
+def write_predictions_csv(predictions: Sequence[Prediction], path: str | Path) -> Path:
+    """Write ``path,label_1,probability_1,...,error`` rows atomically."""
+    k = max((len(p.labels) for p in predictions), default=1)
+    header = ["path"] + [f"{name}_{rank}" for rank in range(1, k + 1) for name in ("label", "probability")] + ["error"]
+    lines: list[list[str]] = [header]
+    for prediction in predictions:
+        row = [str(prediction.path)]
+        for rank in range(k):
+            if rank < len(prediction.labels):
+                row += [prediction.labels[rank], f"{prediction.probabilities[rank]:.6f}"]
+            else:
+                row += ["", ""]
+        lines.append([*row, prediction.error])
+    return atomic_write_text(path, _csv_text(lines))
+
+
+def _csv_text(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()

@@ -1,0 +1,223 @@
+"""Transfer Studio: the desktop app (no arguments) and its headless commands.
+
+Every command is a thin client of ``engine``; the GUI starts training through this
+same CLI in a child process. Bad input gets one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.config import RunConfig
+    from engine.weights import WeightsProvider
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEMO_PROJECT = Path(__file__).resolve().parent / "resources" / "demo"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line, without the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``main.py`` command line."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="main.py", description="Transfer Studio: transfer learning on your own labelled photos.",
+        epilog=_examples("python main.py                       # open the app on the demo project",
+                         "python main.py scan resources/demo",
+                         "python main.py train resources/demo --epochs 5"),
+        formatter_class=formatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    scan = commands.add_parser(
+        "scan", help="check a dataset and write its health report", formatter_class=formatter,
+        epilog=_examples("python main.py scan photos/", "python main.py scan labels.csv --json report.json"))
+    scan.add_argument("data", help="folder of class folders, folder of train/val/test folders, or a CSV")
+    scan.add_argument("--json", metavar="FILE", help="also write the report as JSON here")
+    scan.add_argument("--workers", type=int, default=8, help="threads reading files (default 8)")
+
+    train = commands.add_parser(
+        "train", help="train a model (feature extraction or fine-tuning)", formatter_class=formatter,
+        epilog=_examples("python main.py train resources/demo",
+                         "python main.py train photos/ --mode fine_tune --epochs 5 --lr 3e-4",
+                         "python main.py train photos/ --config my.yaml --set optim.batch_size=64",
+                         "python main.py train --resume photos/.transfer-studio/runs/20261124-101500-resnet18"))
+    train.add_argument("data", nargs="?", help="the dataset (omit with --resume)")
+    train.add_argument("--config", metavar="FILE", help="YAML config (see: main.py config --default)")
+    train.add_argument("--run-dir", metavar="DIR", help="run folder (default: new, in DATA/.transfer-studio/runs)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its last checkpoint")
+    train.add_argument("--backbone", help="timm model name (model.backbone)")
+    train.add_argument("--mode", choices=("feature_extraction", "fine_tune"), help="model.mode")
+    train.add_argument("--epochs", type=int, help="optim.epochs")
+    train.add_argument("--lr", type=float, help="optim.learning_rate")
+    train.add_argument("--batch-size", type=int, help="optim.batch_size")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any config field, e.g. --set model.trainable_stages=3 (repeatable)")
+    train.add_argument("--events-only", action="store_true", help="print only JSON events on stdout (for the GUI)")
+
+    predict = commands.add_parser(
+        "predict", help="predict labels of images with a trained checkpoint", formatter_class=formatter,
+        epilog=_examples("python main.py predict RUN_DIR/checkpoints/best.safetensors new_photos/",
+                         "python main.py predict RUN_DIR cat.jpg dog.png --top-k 2 --csv predictions.csv"))
+    predict.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder (its best)")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    predict.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
+    predict.add_argument("--csv", metavar="FILE", help="also write the predictions to this CSV")
+    predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    config = commands.add_parser(
+        "config", help="print the default config, or check a config file", formatter_class=formatter,
+        epilog=_examples("python main.py config --default > my.yaml", "python main.py config --check my.yaml"))
+    action = config.add_mutually_exclusive_group(required=True)
+    action.add_argument("--default", action="store_true", help="print the commented default config")
+    action.add_argument("--check", metavar="FILE", help="validate a config file")
+
+    backbones = commands.add_parser(
+        "backbones", help="list timm backbones and where their weights come from", formatter_class=formatter,
+        epilog=_examples("python main.py backbones", "python main.py backbones 'resnet*'"))
+    backbones.add_argument("pattern", nargs="?", default=None, help="wildcard filter, e.g. 'efficientnet*'")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the app or a command; returns the process exit code."""
+    arguments = build_parser().parse_args(argv)
+    if arguments.command is None:
+        from gui.app import run_app
+
+        return run_app(DEMO_PROJECT)
+    import engine  # noqa: F401  (makes torchvision importable before any command needs timm)
+    from engine.errors import TransferStudioError
+
+    handlers = {"scan": _scan, "train": _train, "predict": _predict, "config": _config, "backbones": _backbones}
+    try:
+        return handlers[arguments.command](arguments)
+    except TransferStudioError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _scan(arguments: argparse.Namespace) -> int:
+    from engine.health import scan_dataset
+    from engine.paths import project_dir_for
+
+    project = project_dir_for(arguments.data)
+    project.mkdir(parents=True, exist_ok=True)
+    report = scan_dataset(arguments.data, cache_file=project / "scan_cache.json", workers=arguments.workers)
+    json_path, text_path = report.save(project)
+    if arguments.json:
+        from engine.atomic import atomic_write_json
+
+        atomic_write_json(arguments.json, report.to_dict())
+    print(report.to_text())
+    print(f"\nreport saved to {text_path} and {json_path}")
+    return EXIT_OK
+
+
+def _train(arguments: argparse.Namespace) -> int:
+    from engine.train import resume, train
+
+    echo = sys.stdout if arguments.events_only else None
+    progress = not arguments.events_only and sys.stderr.isatty()
+    if arguments.resume:
+        if arguments.data or arguments.config or arguments.set or arguments.run_dir:
+            print("error: --resume takes only the run folder; its own config.yaml is used", file=sys.stderr)
+            return EXIT_USAGE
+        result = resume(arguments.resume, echo=echo, progress_bar=progress)
+    else:
+        if not arguments.data:
+            print("error: train needs DATA (a folder or CSV), or --resume RUN_DIR", file=sys.stderr)
+            return EXIT_USAGE
+        result = train(_config_from_arguments(arguments), arguments.run_dir, echo=echo, progress_bar=progress)
+    if not arguments.events_only:
+        best = f"; best checkpoint: {result.best_checkpoint}" if result.best_checkpoint else ""
+        print(f"run {result.state}: {result.run_dir}{best}")
+    return EXIT_OK
+
+
+def _config_from_arguments(arguments: argparse.Namespace) -> RunConfig:
+    from engine.config import RunConfig, load_config, parse_override
+
+    config = load_config(arguments.config) if arguments.config else RunConfig()
+    changes = {"data.path": str(Path(arguments.data).expanduser().resolve())}
+    flags = {"model.backbone": arguments.backbone, "model.mode": arguments.mode, "optim.epochs": arguments.epochs,
+             "optim.learning_rate": arguments.lr, "optim.batch_size": arguments.batch_size}
+    changes.update({key: value for key, value in flags.items() if value is not None})
+    changes.update(dict(parse_override(item) for item in arguments.set))
+    if not Path(changes["data.path"]).exists():
+        from engine.errors import DatasetError
+
+        raise DatasetError(f"data folder not found: {arguments.data}")
+    return config.with_changes(**changes)
+
+
+def _predict(arguments: argparse.Namespace) -> int:
+    from engine.predict import Predictor, collect_image_paths, write_predictions_csv
+
+    paths = collect_image_paths(arguments.paths)
+    predictor = Predictor(arguments.checkpoint, device=arguments.device)
+    predictions = predictor.predict(paths, top_k=arguments.top_k)
+    for prediction in predictions:
+        if prediction.error:
+            print(f"{prediction.path}\tunreadable: {prediction.error}")
+        else:
+            pairs = zip(prediction.labels, prediction.probabilities, strict=True)
+            ranked = ", ".join(f"{label} {probability:.1%}" for label, probability in pairs)
+            print(f"{prediction.path}\t{ranked}")
+    if arguments.csv:
+        write_predictions_csv(predictions, arguments.csv)
+    return EXIT_OK
+
+
+def _config(arguments: argparse.Namespace) -> int:
+    from engine.config import RunConfig, load_config, to_yaml
+
+    if arguments.default:
+        sys.stdout.write(to_yaml(RunConfig()))
+    else:
+        load_config(arguments.check)
+        print(f"{arguments.check}: valid")
+    return EXIT_OK
+
+
+def _backbones(arguments: argparse.Namespace) -> int:
+    from engine.backbones import describe_backbone, list_backbones
+
+    names = list_backbones(arguments.pattern) if arguments.pattern else [
+        provider.backbone for provider in _offline_providers()
+    ]
+    print(f"{'backbone':40} {'params':>9} {'input':>11}  weights")
+    for name in names:
+        info = describe_backbone(name)
+        size = "x".join(str(side) for side in info.input_size[1:])
+        print(f"{name:40} {info.num_params / 1e6:8.1f}M {size:>11}  {', '.join(info.weight_sources) or 'file only'}")
+    if not arguments.pattern:
+        print("\n(offline backbones; pass a pattern such as 'resnet*' to list every timm model)")
+    return EXIT_OK
+
+
+def _offline_providers() -> list[WeightsProvider]:
+    from engine.weights import list_weights_providers
+
+    return [provider for provider in list_weights_providers() if provider.is_available()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
