@@ -71,8 +71,8 @@ class ModelConfig:
 class OptimConfig:
     """AdamW with a cosine schedule and linear warmup."""
 
-    learning_rate: float = field(default=1e-3, metadata=_help(
-        "peak learning rate of the head (AdamW); try 1e-3 for heads, 1e-4 when fine-tuning deeply"))
+    learning_rate: float = field(default=3e-3, metadata=_help(
+        "peak learning rate of the head (AdamW); the backbone gets model.backbone_lr_scale of it"))
     weight_decay: float = field(default=0.01, metadata=_help(
         "AdamW weight decay; never applied to biases and normalisation layers"))
     batch_size: int = field(default=32, metadata=_help("images per optimisation step"))

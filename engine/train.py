@@ -244,8 +244,9 @@ def _feature_extraction_setup(
 ) -> _Setup:
     image_plan = plan_device(config.device, amp=config.amp, images=True)
     backbone = image_plan.prepare_model(loaded.model)
-    for parameter in backbone.parameters():
-        parameter.requires_grad_(False)
+    backbone.requires_grad_(False)
+    classifier = classifier_of(loaded.model).requires_grad_(True)
+    _start_head_at_chance(classifier)
     settings = loaded.data_settings
     eval_space = f"{loaded.backbone}|{loaded.weights_id}|eval|{settings.to_dict()}"
     train_space = f"{loaded.backbone}|{loaded.weights_id}|train|{describe_train_transform(config.augment, settings)}"
@@ -278,7 +279,7 @@ def _feature_extraction_setup(
     if len(train_targets) == 0:
         raise DatasetError(f"{dataset.root}: no training image could be decoded")
     head_plan = plan_device(config.device, amp=config.amp, images=False)
-    head = nn.Sequential(nn.Dropout(config.model.drop_rate), classifier_of(loaded.model))
+    head = nn.Sequential(nn.Dropout(config.model.drop_rate), classifier)
     head = head_plan.prepare_model(head)
     batch_size = config.optim.batch_size
     return _Setup(
@@ -322,6 +323,17 @@ def _fine_tune_setup(
         plan=plan,
         parts={"head": parts.head_parameters, "backbone": parts.backbone_parameters},
     )
+
+
+def _start_head_at_chance(classifier: nn.Module) -> None:
+    """Zero the new linear head: the first loss is exactly ln(C), as it should be at chance.
+
+    Pooled features of pretrained backbones are large, so a default-initialised head
+    starts far above ln(C) and wastes its first epochs undoing random logits.
+    """
+    if isinstance(classifier, nn.Linear):
+        nn.init.zeros_(classifier.weight)
+        nn.init.zeros_(classifier.bias)
 
 
 def _parameter_groups(model: nn.Module, parts: dict[str, list[nn.Parameter]], config: RunConfig) -> list[dict]:
