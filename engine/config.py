@@ -78,7 +78,7 @@ class OptimConfig:
     batch_size: int = field(default=32, metadata=_help("images per optimisation step"))
     epochs: int = field(default=10, metadata=_help("passes over the training images"))
     warmup_epochs: float = field(default=1.0, metadata=_help(
-        "epochs of linear warmup from a small rate up to learning_rate"))
+        "epochs of linear warmup from a small rate up to learning_rate (capped at optim.epochs)"))
     min_learning_rate: float = field(default=1e-6, metadata=_help("rate at the end of the cosine decay"))
 
 
@@ -166,8 +166,6 @@ def validate(config: RunConfig) -> None:
         (o.batch_size >= 1, "optim.batch_size", "must be >= 1", o.batch_size),
         (o.epochs >= 1, "optim.epochs", "must be >= 1", o.epochs),
         (o.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0", o.warmup_epochs),
-        (o.warmup_epochs < o.epochs or o.warmup_epochs == 0, "optim.warmup_epochs",
-         f"must be shorter than optim.epochs ({o.epochs})", o.warmup_epochs),
         (0 <= o.min_learning_rate <= o.learning_rate, "optim.min_learning_rate",
          f"must be in [0, optim.learning_rate={o.learning_rate}]", o.min_learning_rate),
         (a.preset in AUGMENT_PRESETS, "augment.preset", f"must be one of {', '.join(AUGMENT_PRESETS)}", a.preset),

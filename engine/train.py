@@ -299,6 +299,7 @@ def _fine_tune_setup(
 ) -> _Setup:
     plan = plan_device(config.device, amp=config.amp, images=True)
     parts = set_trainable_stages(loaded.model, config.model.trainable_stages)
+    _start_head_at_chance(classifier_of(loaded.model))
     model = plan.prepare_model(loaded.model)
     settings = loaded.data_settings
 
@@ -356,7 +357,7 @@ def _parameter_groups(model: nn.Module, parts: dict[str, list[nn.Parameter]], co
 
 def _create_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig, batches_per_epoch: int) -> Any:
     total_steps = config.optim.epochs * batches_per_epoch
-    warmup_steps = round(config.optim.warmup_epochs * batches_per_epoch)
+    warmup_steps = min(round(config.optim.warmup_epochs * batches_per_epoch), total_steps)
     return CosineLRScheduler(
         optimizer,
         t_initial=max(1, total_steps - warmup_steps),

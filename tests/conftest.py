@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
+
+import pytest
 
 # Set before anything imports Qt, albumentations or huggingface_hub.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -12,3 +15,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFER_STUDIO_CACHE_DIR", tempfile.mkdtemp(prefix="transfer-studio-test-cache-"))
 
 import engine  # noqa: E402,F401  (applies the torchvision fix before any test imports timm)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished feature-extraction run on the bundled demo with default settings (real Lite0 weights)."""
+    from engine.config import RunConfig
+    from engine.train import train
+
+    demo = Path(__file__).resolve().parents[1] / "resources" / "demo"
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    config = RunConfig().with_changes(**{"data.path": str(demo), "data.num_workers": 0})
+    train(config, run_dir)
+    return run_dir

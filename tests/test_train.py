@@ -1,0 +1,189 @@
+"""Training end to end on real images and real pretrained weights: both modes, cache, bad files, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from engine.checkpoint import load_checkpoint
+from engine.config import RunConfig
+from engine.loop import Callback, LoopState
+from engine.runfolder import RunFolder, read_events
+from engine.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "resources" / "demo"
+
+
+def demo_classes() -> list[str]:
+    return sorted(p.name for p in DEMO.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def small_demo(target: Path, classes: int = 3, per_class: int = 20) -> Path:
+    """Copy a few real demo photos per class into ``target``."""
+    for folder in [DEMO / name for name in demo_classes()[:classes]]:
+        (target / folder.name).mkdir(parents=True)
+        for image in sorted(folder.glob("*.png"))[:per_class]:
+            shutil.copy(image, target / folder.name / image.name)
+    return target
+
+
+def demo_config(data: Path, **changes: object) -> RunConfig:
+    base = {"data.path": str(data), "data.num_workers": 0, "optim.epochs": 2}
+    return RunConfig().with_changes(**{**base, **changes})
+
+
+def event_names(run_dir: Path) -> list[str]:
+    return [event["event"] for event in read_events(run_dir) if event["event"] != "features_progressed"]
+
+
+@pytest.mark.slow
+def test_feature_extraction_on_the_demo_beats_chance_by_far(demo_run: Path) -> None:
+    folder = RunFolder.open(demo_run)
+    rows = folder.read_metrics()
+    assert len(rows) == 10
+    assert max(row["val_top1"] for row in rows) >= 0.70  # chance is 0.10
+    names = event_names(demo_run)
+    assert names[:3] == ["dataset_scanned", "features_extracted", "features_extracted"]
+    assert names[3] == "run_started" and names[-1] == "run_finished"
+    assert names.count("epoch_finished") == 10
+    best = load_checkpoint(demo_run / "checkpoints" / "best.safetensors")
+    assert best.metadata["classes"] == demo_classes()
+    assert "offline package" in best.metadata["weights_source"]
+    assert RunConfig.from_dict(best.metadata["config"]) == folder.load_config()
+    assert folder.read_status()["state"] == "finished"
+
+
+def test_features_are_computed_once_and_never_during_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE_DIR", str(tmp_path / "cache"))  # other tests cached these photos
+    data = small_demo(tmp_path / "data")
+    convolutions = {"count": 0}
+
+    def count_convolutions(module: nn.Module, _inputs: object, _output: object) -> None:
+        if isinstance(module, nn.Conv2d):
+            convolutions["count"] += 1
+
+    class ConvolutionsPerEpoch(Callback):
+        def __init__(self) -> None:
+            self.per_epoch: list[int] = []
+
+        def before_epoch(self, state: LoopState) -> None:
+            self.start = convolutions["count"]
+
+        def after_epoch(self, state: LoopState) -> None:
+            self.per_epoch.append(convolutions["count"] - self.start)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(count_convolutions)
+    try:
+        watcher = ConvolutionsPerEpoch()
+        train(demo_config(data, **{"optim.epochs": 2}), tmp_path / "first", callbacks=[watcher])
+        extraction_convolutions = convolutions["count"]
+        train(demo_config(data, **{"optim.epochs": 2, "seed": 1}), tmp_path / "second")
+    finally:
+        handle.remove()
+    assert extraction_convolutions > 0
+    assert watcher.per_epoch == [0, 0]  # head epochs run on cached vectors only
+    assert convolutions["count"] == extraction_convolutions  # the second run computed nothing
+    first = [e for e in read_events(tmp_path / "first") if e["event"] == "features_extracted"]
+    second = [e for e in read_events(tmp_path / "second") if e["event"] == "features_extracted"]
+    assert sum(e["computed"] for e in first) == 60
+    assert [(e["computed"], e["reused"]) for e in second] == [(0, e["computed"]) for e in first]
+
+
+def test_fine_tuning_one_epoch_lowers_the_loss_from_chance(tmp_path: Path) -> None:
+    data = small_demo(tmp_path / "data")
+    config = demo_config(data, **{
+        "model.mode": "fine_tune", "optim.epochs": 1, "optim.batch_size": 8, "data.input_size": 64,
+        "optim.warmup_epochs": 0.0,
+    })
+    result = train(config, tmp_path / "run")
+    assert result.state == "finished"
+    row = result.history[-1]
+    assert row["val_loss"] < math.log(3)  # the head starts at chance: loss ln(C)
+    assert row["train_loss"] < math.log(3)
+    started = next(e for e in read_events(tmp_path / "run") if e["event"] == "run_started")
+    assert started["mode"] == "fine_tune" and started["data_settings"]["input_size"] == [3, 64, 64]
+
+
+def test_training_leaves_bad_files_out_and_names_them(tmp_path: Path) -> None:
+    data = small_demo(tmp_path / "data", classes=2, per_class=12)
+    (data / Path(sorted(p.name for p in data.iterdir())[0]) / "empty.png").write_bytes(b"")
+    broken = next((data / sorted(p.name for p in data.iterdir())[1]).glob("*.png"))
+    (broken.parent / "truncated.png").write_bytes(broken.read_bytes()[:60])
+    result = train(demo_config(data, **{"optim.epochs": 1}), tmp_path / "run")
+    assert result.state == "finished"
+    scanned = next(e for e in read_events(tmp_path / "run") if e["event"] == "dataset_scanned")
+    assert scanned["excluded"] == 2 and sum(scanned["counts"].values()) == 24
+    report = json.loads((data / ".transfer-studio" / "health.json").read_text())
+    reasons = {Path(problem["paths"][0]).name: problem["kind"] for problem in report["problems"]}
+    assert reasons["empty.png"] == "zero_byte" and reasons["truncated.png"] == "truncated"
+
+
+def test_stop_file_gives_a_clean_stop_with_a_checkpoint(tmp_path: Path) -> None:
+    data = small_demo(tmp_path / "data")
+
+    class StopDuringSecondEpoch(Callback):
+        def after_step(self, state: LoopState) -> None:
+            if state.epoch == 2:
+                RunFolder(tmp_path / "run").request_stop()
+
+    result = train(demo_config(data, **{"optim.epochs": 4}), tmp_path / "run", callbacks=[StopDuringSecondEpoch()])
+    assert result.state == "cancelled" and result.reason == "stopped"
+    names = event_names(tmp_path / "run")
+    assert names[-1] == "run_cancelled" and names.count("epoch_finished") == 1
+    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors", with_training_state=True)
+    assert last.metadata["epoch"] == 1 and last.metadata["stopped"] == "stopped"
+
+
+def run_cli(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "main.py", *arguments], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (("train", "/no/such/folder"), "data folder not found: /no/such/folder"),
+        (("train", "resources/demo", "--epochs", "many"), "argument --epochs: invalid int value: 'many'"),
+        (("train", "resources/demo", "--set", "optim.learning_rat=1"), "did you mean 'learning_rate'?"),
+        (("train", "resources/demo", "--config", "/no/config.yaml"), "/no/config.yaml: cannot read config"),
+        (("predict", "/no/model.safetensors", "resources/demo"), "/no/model.safetensors: checkpoint not found"),
+        (("frobnicate",), "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_cli_errors_are_one_line_with_exit_code_2(arguments: tuple[str, ...], expected: str) -> None:
+    result = run_cli(*arguments)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_cli_hub_only_backbone_offline_fails_clearly(tmp_path: Path) -> None:
+    data = small_demo(tmp_path / "data", classes=2, per_class=6)
+    result = run_cli("train", str(data), "--backbone", "resnet18", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "resnet18" in result.stderr and "model.weights" in result.stderr
+    failed = read_events(tmp_path / "run")[-1]
+    assert failed["event"] == "run_failed" and failed["error_type"] == "BackboneUnavailable"
+
+
+@pytest.mark.slow
+def test_cli_predict_prints_top_k_and_writes_csv(demo_run: Path, tmp_path: Path) -> None:
+    images = [DEMO / "bag" / sorted(p.name for p in (DEMO / "bag").glob("*.png"))[0], DEMO / "trouser"]
+    result = run_cli("predict", str(demo_run), *map(str, images), "--top-k", "2", "--csv", str(tmp_path / "p.csv"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 51  # one bag photo and the 50 trouser photos
+    assert all(line.count("%") == 2 for line in lines)
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0] == "path,label_1,probability_1,label_2,probability_2,error" and len(rows) == 52
+    trouser_rows = [row for row in rows[1:] if "/trouser/" in row]
+    assert sum(row.split(",")[1] == "trouser" for row in trouser_rows) >= 40
