@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.atomic import atomic_write_json, atomic_write_text
+from engine.atomic import TEMP_SUFFIX, atomic_write_json, atomic_write_text
 from engine.config import RunConfig, load_config, save_config
 from engine.errors import CheckpointError
 
@@ -129,8 +129,10 @@ class RunFolder:
         return self.stop_path.exists()
 
     def clear_stop(self) -> None:
-        """Remove a stale ``STOP`` (before resuming)."""
+        """Remove a stale ``STOP`` and the temporary files of writes a killed process never finished."""
         self.stop_path.unlink(missing_ok=True)
+        for leftover in self.path.rglob(f"*{TEMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
 
     def checkpoint_path(self, name: str) -> Path:
         """Path of checkpoint ``name`` (``best`` or ``last``), without checking it exists."""
