@@ -19,8 +19,8 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
-	$(PY) bench/step_overhead.py
-	$(PY) bench/feature_cache.py
+	$(PY) -m bench.step_overhead
+	$(PY) -m bench.feature_cache
 
 # torch first, from its exact pin: letting pip choose it pulls a CUDA build of gigabytes.
 $(STAMP): pyproject.toml constraints.txt

@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+import engine  # noqa: E402,F401,I001  (makes torchvision, and so timm, importable first)
 from augment.transforms import (  # noqa: E402  (the variable above must be set first)
     ImageTransform,
     create_eval_transform,

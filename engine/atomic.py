@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    temp = final.with_name(f"{final.name}.{os.getpid()}{TEMP_SUFFIX}")
+    # Process and thread in the name: two writers of one file never share a temp file.
+    temp = final.with_name(f"{final.name}.{os.getpid()}-{threading.get_ident()}{TEMP_SUFFIX}")
     try:
         write(temp)
         with open(temp, "rb+") as handle:

@@ -12,6 +12,10 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Weights a developer downloaded earlier must not hide the offline path from the tests.
+_private_hub = tempfile.mkdtemp(prefix="transfer-studio-test-hub-")
+os.environ["HF_HOME"] = os.path.join(_private_hub, "huggingface")
+os.environ["TORCH_HOME"] = os.path.join(_private_hub, "torch")
 os.environ.setdefault("TRANSFER_STUDIO_CACHE_DIR", tempfile.mkdtemp(prefix="transfer-studio-test-cache-"))
 
 import engine  # noqa: E402,F401  (applies the torchvision fix before any test imports timm)
