@@ -1,0 +1,55 @@
+"""Start the Transfer Studio GUI: the application object, its style, and the main window.
+
+``main.py`` calls ``run_app`` when it is given no sub-command.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QThreadPool
+from PySide6.QtWidgets import QApplication
+
+from gui import settings as ui_settings
+from gui.main_window import MainWindow
+from gui.style import apply_style
+
+DEMO_DATASET = Path(__file__).resolve().parent.parent / "resources" / "demo"
+
+# How long, after the window closed, an aborted scan may take to notice and stop.
+_SHUTDOWN_WAIT_MS = 5000
+
+
+def create_application(argv: list[str] | None = None) -> QApplication:
+    """Return the QApplication (created if needed) with Transfer Studio's names and style.
+
+    High-DPI scaling needs no setting: it is always on in Qt 6.
+    """
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(argv if argv is not None else sys.argv)
+    app.setOrganizationName(ui_settings.ORGANIZATION_NAME)
+    app.setApplicationName(ui_settings.APPLICATION_NAME)
+    app.setApplicationDisplayName(ui_settings.APPLICATION_NAME)
+    apply_style(app)
+    return app
+
+
+def run_app(project_path: Path | None = None) -> int:
+    """Open the main window on a data folder and run the event loop until the window closes.
+
+    Args:
+        project_path: the data folder to open; the bundled demo dataset when None.
+
+    Returns:
+        The exit status for the process.
+    """
+    app = create_application()
+    window = MainWindow(ui_settings.open_settings())
+    window.show()
+    window.open_dataset(project_path if project_path is not None else DEMO_DATASET)
+    status = app.exec()
+    # The event loop is over, so waiting blocks no one; the window aborted its scan on close.
+    window.scanner.wait_for_done(_SHUTDOWN_WAIT_MS)
+    QThreadPool.globalInstance().waitForDone(_SHUTDOWN_WAIT_MS)
+    return status

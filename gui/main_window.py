@@ -1,0 +1,267 @@
+"""The main window: a sidebar of pages, the File actions, and the status bar.
+
+It opens data folders (menu, Ctrl+O, drag and drop), hands scanning to a
+``DatasetScanner`` and forwards its outcome to the "Data" page. It keeps its
+geometry in ``QSettings`` and holds no dataset logic of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QSize, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QProgressBar,
+    QSizePolicy,
+    QStackedWidget,
+    QStyle,
+    QWidget,
+)
+
+from engine.health import HealthReport
+from gui import settings as ui_settings
+from gui.dataset_view import DataPage
+from gui.scanner import DatasetScanner, ScanResult
+
+APPLICATION_TITLE = "Transfer Studio"
+DEFAULT_SIZE = QSize(1100, 700)
+
+
+class MainWindow(QMainWindow):
+    """Transfer Studio's window; today it has the "Data" page only.
+
+    Args:
+        settings: where UI state is saved and restored; tests pass a private file.
+        parent: the parent widget, normally None.
+    """
+
+    scan_started = Signal(object)  # Path of the folder whose scan (or rescan) just started
+    scan_finished = Signal(object)  # HealthReport of the folder on screen
+    scan_failed = Signal(str)  # the message shown in the window
+
+    def __init__(self, settings: QSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._settings = settings
+        self._dataset_path: Path | None = None
+        self._report: HealthReport | None = None
+        self.setWindowTitle(APPLICATION_TITLE)
+        self.setAcceptDrops(True)
+
+        self.scanner = DatasetScanner(self)
+        self.scanner.scan_started.connect(self._on_scanner_scan_started)
+        self.scanner.scan_progressed.connect(self._on_scanner_scan_progressed)
+        self.scanner.scan_finished.connect(self._on_scanner_scan_finished)
+        self.scanner.scan_failed.connect(self._on_scanner_scan_failed)
+
+        self.sidebar = QListWidget(self)
+        self.sidebar.setObjectName("sidebar")
+        self.sidebar.setFixedWidth(132)
+        self.sidebar.setIconSize(QSize(20, 20))
+        self.sidebar.setSpacing(2)
+        self.pages = QStackedWidget(self)
+        self.sidebar.currentRowChanged.connect(self.pages.setCurrentIndex)
+        self.data_page = DataPage(self)
+        self.data_page.open_requested.connect(self.choose_dataset)
+        self.add_page("Data", self.data_page, self.style().standardIcon(QStyle.StandardPixmap.SP_DirIcon))
+        self.sidebar.setCurrentRow(0)
+
+        central = QWidget(self)
+        layout = QHBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.sidebar)
+        layout.addWidget(self.pages, 1)
+        self.setCentralWidget(central)
+
+        self._create_actions()
+        self._create_status_bar()
+        self._restore_ui_state()
+
+    @property
+    def dataset_path(self) -> Path | None:
+        """The folder opened last (being scanned, shown, or failed)."""
+        return self._dataset_path
+
+    @property
+    def report(self) -> HealthReport | None:
+        """The health report on screen, if any."""
+        return self._report
+
+    def add_page(self, title: str, page: QWidget, icon: QIcon) -> None:
+        """Append a page to the sidebar."""
+        item = QListWidgetItem(icon, title)
+        item.setSizeHint(QSize(0, 36))
+        self.sidebar.addItem(item)
+        self.pages.addWidget(page)
+
+    def open_dataset(self, path: str | Path) -> None:
+        """Open a data folder: scan it in the background and show the result when it comes."""
+        folder = Path(path).expanduser().resolve()
+        self._dataset_path = folder
+        self._report = None
+        self.setWindowTitle(f"{APPLICATION_TITLE} — {folder.name or folder}")
+        self._settings.setValue(ui_settings.KEY_LAST_DATA_FOLDER, str(folder))
+        self.rescan_action.setEnabled(True)
+        self.scanner.scan(folder)
+
+    def rescan(self) -> None:
+        """Scan the open folder again (files changed on disk)."""
+        if self._dataset_path is not None:
+            self.scanner.scan(self._dataset_path)
+
+    def choose_dataset(self) -> None:
+        """Ask for a data folder with the platform's folder dialog and open it."""
+        start = ui_settings.read_text(self._settings, ui_settings.KEY_LAST_DATA_FOLDER) or str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Open data folder", start)
+        if folder:
+            self.open_dataset(folder)
+
+    # Qt event handlers ---------------------------------------------------------------------------
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if _dropped_folder(event) is not None:
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        folder = _dropped_folder(event)
+        if folder is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.open_dataset(folder)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.scanner.abort()
+        self._save_ui_state()
+        super().closeEvent(event)
+
+    # Set-up --------------------------------------------------------------------------------------
+
+    def _create_actions(self) -> None:
+        style = self.style()
+        self.open_action = QAction(style.standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon), "&Open data folder…", self)
+        self.open_action.setShortcut(QKeySequence.StandardKey.Open)
+        self.open_action.setStatusTip("Open a folder with one sub-folder of images per class")
+        self.open_action.triggered.connect(self.choose_dataset)
+        self.rescan_action = QAction(style.standardIcon(QStyle.StandardPixmap.SP_BrowserReload), "&Rescan", self)
+        self.rescan_action.setShortcuts([QKeySequence.StandardKey.Refresh, QKeySequence("Ctrl+R")])
+        self.rescan_action.setStatusTip("Scan the open folder again")
+        self.rescan_action.setEnabled(False)
+        self.rescan_action.triggered.connect(self.rescan)
+        self.quit_action = QAction("&Quit", self)
+        self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        self.quit_action.triggered.connect(self.close)
+
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(self.open_action)
+        file_menu.addAction(self.rescan_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        toolbar = self.addToolBar("Main")
+        toolbar.setObjectName("main_toolbar")  # restoreState() needs a name
+        toolbar.setMovable(False)
+        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        toolbar.addAction(self.open_action)
+        toolbar.addAction(self.rescan_action)
+
+    def _create_status_bar(self) -> None:
+        # A label rather than showMessage(): status tips of hovered actions would overwrite it.
+        self.status_label = QLabel("Ready", self)
+        # Ignored: a long message must be clipped, never widen the window.
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status_progress = QProgressBar(self)
+        self.status_progress.setFixedWidth(160)
+        self.status_progress.setTextVisible(False)
+        self.status_progress.hide()
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.status_progress)
+
+    def _restore_ui_state(self) -> None:
+        if not ui_settings.layout_is_current(self._settings):
+            self._resize_to_default()
+            return
+        geometry = ui_settings.read_bytes(self._settings, ui_settings.KEY_WINDOW_GEOMETRY)
+        if geometry is None or not self.restoreGeometry(geometry):
+            self._resize_to_default()
+        state = ui_settings.read_bytes(self._settings, ui_settings.KEY_WINDOW_STATE)
+        if state is not None:
+            self.restoreState(state, ui_settings.LAYOUT_VERSION)
+        splitter = ui_settings.read_bytes(self._settings, ui_settings.KEY_DATA_SPLITTER)
+        if splitter is not None:
+            self.data_page.restore_state(splitter)
+
+    def _resize_to_default(self) -> None:
+        screen = self.screen()
+        available = screen.availableSize() * 0.9 if screen is not None else DEFAULT_SIZE
+        self.resize(DEFAULT_SIZE.boundedTo(available))
+
+    def _save_ui_state(self) -> None:
+        self._settings.setValue(ui_settings.KEY_LAYOUT_VERSION, ui_settings.LAYOUT_VERSION)
+        self._settings.setValue(ui_settings.KEY_WINDOW_GEOMETRY, self.saveGeometry())
+        self._settings.setValue(ui_settings.KEY_WINDOW_STATE, self.saveState(ui_settings.LAYOUT_VERSION))
+        self._settings.setValue(ui_settings.KEY_DATA_SPLITTER, self.data_page.save_state())
+        self._settings.sync()
+
+    # Scanner slots -------------------------------------------------------------------------------
+
+    def _on_scanner_scan_started(self, path: Path) -> None:
+        self.data_page.show_scanning(path)
+        self._set_status(f"Scanning {path}…")
+        self.status_progress.setRange(0, 0)
+        self.status_progress.show()
+        self.scan_started.emit(path)
+
+    def _on_scanner_scan_progressed(self, done: int, total: int) -> None:
+        self.data_page.show_progress(done, total)
+        self.status_label.setText(f"Scanning {done:,}/{total:,}…")
+        self.status_progress.setRange(0, max(total, 1))
+        self.status_progress.setValue(done)
+
+    def _on_scanner_scan_finished(self, result: ScanResult) -> None:
+        report = result.report
+        self._report = report
+        self.status_progress.hide()
+        self.data_page.show_report(report)
+        problems = len(report.problems)
+        message = (
+            f"Scanned {len(report.records):,} files in {len(report.classes)} classes: "
+            f"{problems} {'problem' if problems == 1 else 'problems'}."
+        )
+        if result.report_path is not None:
+            message += f" Report saved to {result.report_path}"
+        elif result.save_error is not None:
+            message += f" Report not saved: {result.save_error}"
+        self._set_status(message)
+        self.scan_finished.emit(report)
+
+    def _on_scanner_scan_failed(self, message: str) -> None:
+        self.status_progress.hide()
+        path = self.scanner.path or Path()
+        self.data_page.show_error(path, message)
+        self._set_status(f"Cannot use {path.name or path}: see the message above.")
+        self.scan_failed.emit(message)
+
+    def _set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+        self.status_label.setToolTip(text)
+
+
+def _dropped_folder(event: QDragEnterEvent | QDropEvent) -> Path | None:
+    """The single local folder being dragged onto the window, if that is what it is."""
+    mime = event.mimeData()
+    if mime is None or not mime.hasUrls():
+        return None
+    urls = mime.urls()
+    if len(urls) != 1 or not urls[0].isLocalFile():
+        return None
+    path = Path(urls[0].toLocalFile())
+    return path if path.is_dir() else None

@@ -1,0 +1,55 @@
+"""The GUI's saved UI state (window geometry, splitters, last folder) in ``QSettings``.
+
+Only UI state lives here, under constant keys. ``LAYOUT_VERSION`` is bumped when
+the window's layout changes shape, so that state saved by an older layout is
+ignored instead of being restored into the wrong widgets.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QByteArray, QSettings
+
+ORGANIZATION_NAME = "TransferStudio"
+APPLICATION_NAME = "Transfer Studio"
+
+LAYOUT_VERSION = 1
+
+KEY_LAYOUT_VERSION = "layout/version"
+KEY_WINDOW_GEOMETRY = "main_window/geometry"
+KEY_WINDOW_STATE = "main_window/state"
+KEY_DATA_SPLITTER = "data_page/splitter"
+KEY_LAST_DATA_FOLDER = "recent/last_data_folder"
+
+
+def open_settings() -> QSettings:
+    """Return the user's settings: an INI file in the per-user config folder on every platform."""
+    return QSettings(
+        QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANIZATION_NAME, APPLICATION_NAME
+    )
+
+
+def layout_is_current(settings: QSettings) -> bool:
+    """Whether the saved layout state was written by this version of the layout."""
+    return _to_int(settings.value(KEY_LAYOUT_VERSION)) == LAYOUT_VERSION
+
+
+def read_bytes(settings: QSettings, key: str) -> QByteArray | None:
+    """Return a saved ``QByteArray`` (geometry, state), or None if absent or not bytes."""
+    value = settings.value(key)
+    if isinstance(value, QByteArray) and not value.isEmpty():
+        return value
+    return None
+
+
+def read_text(settings: QSettings, key: str) -> str | None:
+    """Return a saved string, or None if absent or empty."""
+    value = settings.value(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _to_int(value: object) -> int | None:
+    # INI files give back strings; a hand-edited file may hold anything.
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
