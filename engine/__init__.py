@@ -1,9 +1,41 @@
 """Transfer Studio's engine: a Qt-free library for datasets, backbones, training and prediction.
 
 Importing the package first makes torchvision importable on CPU-only torch builds
-(see ``engine.torchvision_fix``), so that every submodule may import timm.
+(see ``engine.torchvision_fix``), so that every submodule may import timm. The public
+names below load their module on first use, so ``import engine`` stays fast.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from engine import torchvision_fix as _torchvision_fix
 
 _torchvision_fix.apply()
+
+_EXPORTS = {
+    "engine.errors": ("TransferStudioError", "ConfigError", "DatasetError", "CheckpointError", "BackboneUnavailable"),
+    "engine.config": ("RunConfig", "DataConfig", "ModelConfig", "OptimConfig", "AugmentConfig", "load_config",
+                      "save_config", "to_yaml"),
+    "engine.health": ("HealthReport", "Problem", "FileRecord", "scan_dataset", "ScanAborted"),
+    "engine.prepare": ("PreparedDataset", "prepare_dataset"),
+    "engine.backbones": ("DataSettings", "BackboneInfo", "LoadedBackbone", "create_model", "describe_backbone",
+                         "list_backbones", "resolve_data_settings", "set_trainable_stages"),
+    "engine.weights": ("WeightsProvider", "register_weights_provider", "get_weights_provider",
+                       "list_weights_providers"),
+    "engine.loop": ("Loop", "LoopState", "Callback", "CancelBatch", "CancelEpoch", "CancelFit"),
+    "engine.runfolder": ("RunFolder", "EventTail", "read_events"),
+    "engine.checkpoint": ("Checkpoint", "load_checkpoint", "save_checkpoint", "read_checkpoint_metadata"),
+    "engine.train": ("RunResult", "train", "resume"),
+    "engine.predict": ("Prediction", "Predictor", "collect_image_paths", "write_predictions_csv"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

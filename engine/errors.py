@@ -5,6 +5,7 @@ Every message names the file or field at fault, the bad value, and what was expe
     TransferStudioError
     ├── ConfigError            a config file, field or CLI --set value is invalid
     ├── DatasetError           a data folder or CSV cannot be used for training
+    │   └── ImageFileError     one image file is unreadable, corrupt, truncated... (engine.images)
     ├── CheckpointError        a checkpoint or run folder is missing, damaged or mismatched
     └── BackboneUnavailable    a backbone name is unknown, or its weights cannot be had
 
