@@ -24,9 +24,15 @@ from engine.atomic import atomic_write_text
 from engine.errors import ConfigError
 
 SCHEMA_VERSION = 1
-MODES = ("feature_extraction", "fine_tune")
+MODES = ("feature_extraction", "fine_tune", "two_stage")
 DEVICES = ("auto", "cpu", "cuda")
-AUGMENT_PRESETS = ("none", "light")
+AUGMENT_PRESETS = ("none", "light", "standard", "strong")
+RANDOM_POLICIES = ("none", "randaugment", "trivialaugment")
+HEADS = ("linear", "mlp")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu")
+SCHEDULES = ("cosine", "constant", "step", "linear", "inverse_sqrt", "cosine_restarts")
+CLASS_BALANCE = ("none", "weighted_loss", "balanced_sampler")
+MONITORS = ("val_top1", "val_loss")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -52,44 +58,127 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which pretrained backbone, and how much of it trains."""
+    """Which pretrained backbone, which head, and how much of the network trains."""
 
     backbone: str = field(default="tf_efficientnet_lite0", metadata=_help(
         "timm model name; `python main.py backbones` lists them"))
     weights: str = field(default="auto", metadata=_help(
         "auto (offline package, else the hub) | hub | none (random init) | path to a .safetensors or .pth"))
     mode: str = field(default="feature_extraction", metadata=_help(
-        "feature_extraction trains only a new head on cached features; fine_tune also trains the top stages"))
+        "feature_extraction: only a new head trains, on cached features | fine_tune: the top stages train too"
+        " | two_stage: head_epochs of feature extraction, then fine-tuning"))
+    head: str = field(default="linear", metadata=_help(
+        "linear, or mlp (one hidden layer) for features that a line cannot separate"))
+    head_hidden: int = field(default=512, metadata=_help("mlp head: width of the hidden layer"))
+    head_activation: str = field(default="relu", metadata=_help(
+        "mlp head: relu | leaky_relu | elu | selu | gelu | silu (Kaiming init for the ReLU family, Xavier otherwise)"))
+    head_batchnorm: bool = field(default=False, metadata=_help("mlp head: BatchNorm after the hidden layer"))
+    head_dropout: float = field(default=0.0, metadata=_help(
+        "dropout before the classifier, 0 to 1; raise it when the model overfits"))
+    drop_path_rate: float = field(default=0.0, metadata=_help(
+        "fine_tune: stochastic depth, the chance a residual block is skipped in training (e.g. 0.1)"))
     trainable_stages: int = field(default=2, metadata=_help(
         "fine_tune: backbone stages that train, counted from the top; -1 trains every stage"))
+    unfreeze_every: int = field(default=0, metadata=_help(
+        "fine_tune: gradual unfreezing, one more stage trains every this many epochs (0 = off)"))
     backbone_lr_scale: float = field(default=0.1, metadata=_help(
         "fine_tune: backbone learning rate as a fraction of the head's (pretrained layers need small steps)"))
-    drop_rate: float = field(default=0.0, metadata=_help("dropout before the classifier, 0 to 1"))
+    layer_decay: float | None = field(default=None, metadata=_help(
+        "fine_tune: layer-wise rate decay (timm), e.g. 0.75: each stage lower down learns this much slower"))
+    freeze_batchnorm: bool = field(default=False, metadata=_help(
+        "fine_tune: keep every BatchNorm on its pretrained statistics (helps with batches under ~16)"))
+    head_epochs: int = field(default=3, metadata=_help(
+        "two_stage: epochs that train the head alone, before the backbone unfreezes"))
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with a cosine schedule and linear warmup."""
+    """AdamW, the learning-rate schedule, the loss, and when to stop."""
 
     learning_rate: float = field(default=3e-3, metadata=_help(
         "peak learning rate of the head (AdamW); the backbone gets model.backbone_lr_scale of it"))
+    reference_batch_size: int | None = field(default=None, metadata=_help(
+        "linear scaling rule: when set, the rate is scaled by batch_size / reference_batch_size"))
     weight_decay: float = field(default=0.01, metadata=_help(
         "AdamW weight decay; never applied to biases and normalisation layers"))
     batch_size: int = field(default=32, metadata=_help("images per optimisation step"))
     epochs: int = field(default=10, metadata=_help("passes over the training images"))
+    schedule: str = field(default="cosine", metadata=_help(
+        "cosine | constant | step | linear | inverse_sqrt | cosine_restarts (cycles for snapshot ensembles)"))
     warmup_epochs: float = field(default=1.0, metadata=_help(
         "epochs of linear warmup from a small rate up to learning_rate (capped at optim.epochs)"))
-    min_learning_rate: float = field(default=1e-6, metadata=_help("rate at the end of the cosine decay"))
+    min_learning_rate: float = field(default=1e-6, metadata=_help("rate at the end of the decay"))
+    step_epochs: float = field(default=3.0, metadata=_help("step schedule: epochs between rate drops"))
+    step_factor: float = field(default=0.1, metadata=_help("step schedule: the rate is multiplied by this"))
+    restart_epochs: float = field(default=5.0, metadata=_help("cosine_restarts: epochs per cycle"))
+    label_smoothing: float = field(default=0.0, metadata=_help(
+        "share of each target spread over the other classes (e.g. 0.1) against over-confidence"))
+    class_balance: str = field(default="none", metadata=_help(
+        "none | weighted_loss (rare classes weigh more) | balanced_sampler (rare classes drawn more often)"))
+    ema: bool = field(default=False, metadata=_help(
+        "keep an exponential moving average (Polyak) of the weights, evaluated beside them every epoch"))
+    ema_decay: float = field(default=0.998, metadata=_help("EMA: share of the average kept at each step"))
+    monitor: str = field(default="val_top1", metadata=_help(
+        "val_top1 | val_loss: which validation metric picks the best checkpoint and drives early stopping"))
+    early_stopping_patience: int = field(default=0, metadata=_help(
+        "stop after this many epochs without a better monitored metric (0 = never stop early)"))
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training-time augmentation."""
+    """Training-time augmentation: a preset, whose every control can be overridden (null = the preset's)."""
 
     preset: str = field(default="light", metadata=_help(
-        "none | light (random resized crop and horizontal flip)"))
+        "none | light (crop, flip) | standard (+ colour, rotation, cutout) | strong (+ blur, noise, RandAugment)"))
+    crop_scale: tuple[float, float] | None = field(default=None, metadata=_help(
+        "random resized crop: range of the image area kept, e.g. [0.35, 1.0]"))
+    crop_ratio: tuple[float, float] | None = field(default=None, metadata=_help(
+        "random resized crop: range of aspect ratios, e.g. [0.75, 1.333]"))
+    horizontal_flip: float | None = field(default=None, metadata=_help("chance of a left-right flip"))
+    vertical_flip: float | None = field(default=None, metadata=_help(
+        "chance of an upside-down flip (only for images with no up, e.g. microscopy)"))
+    rotation_degrees: float | None = field(default=None, metadata=_help("largest random rotation, in degrees"))
+    color_jitter: float | None = field(default=None, metadata=_help(
+        "strength of random brightness, contrast and saturation changes, 0 to 1"))
+    blur: float | None = field(default=None, metadata=_help("chance of a Gaussian blur"))
+    noise: float | None = field(default=None, metadata=_help("chance of Gaussian noise"))
+    cutout: float | None = field(default=None, metadata=_help(
+        "chance of cutout: blank rectangles that make the model use the whole object"))
+    cutout_holes: tuple[int, int] | None = field(default=None, metadata=_help("cutout: range of the number of holes"))
+    cutout_size: tuple[float, float] | None = field(default=None, metadata=_help(
+        "cutout: range of hole sides, as a fraction of the image side"))
+    random_policy: str | None = field(default=None, metadata=_help(
+        "none | randaugment | trivialaugment: random operations drawn per image"))
+    random_policy_ops: int | None = field(default=None, metadata=_help("randaugment: operations per image"))
+    random_policy_magnitude: float | None = field(default=None, metadata=_help(
+        "randaugment: strength of each operation, 0 to 1"))
+    mixup_alpha: float = field(default=0.0, metadata=_help(
+        "mixup: blend pairs of images and labels; Beta(alpha, alpha) weights, 0 = off, 0.2 is typical"))
+    cutmix_alpha: float = field(default=0.0, metadata=_help(
+        "cutmix: paste a patch of one image into another; 0 = off, 1.0 is typical (needs pixels: not in"
+        " feature extraction)"))
+    mix_probability: float = field(default=1.0, metadata=_help("chance a batch is mixed at all"))
+    mix_switch_probability: float = field(default=0.5, metadata=_help(
+        "when both are on, chance of cutmix instead of mixup"))
     feature_views: int = field(default=1, metadata=_help(
         "feature_extraction: cached views per training image; the first is unaugmented, the rest use the preset"))
+
+
+@dataclass(frozen=True)
+class DoctorConfig:
+    """The training doctor: checks that watch a run and explain what they see."""
+
+    enabled: bool = field(default=True, metadata=_help("run the checks below during training"))
+    checks: tuple[str, ...] = field(default=(
+        "initial_loss", "divergence", "learning_rate_too_low", "update_ratio", "overfitting", "bad_start",
+        "class_imbalance"), metadata=_help("checks to run, by name; `python main.py doctor --list` explains each"))
+    divergence_factor: float = field(default=3.0, metadata=_help(
+        "stop the run when the loss exceeds this many times its initial value"))
+    flat_window: int = field(default=100, metadata=_help(
+        "steps over which a loss that has not moved counts as flat"))
+    update_ratio_every: int = field(default=20, metadata=_help("steps between update/weight ratio measurements"))
+    update_ratio_low: float = field(default=1e-4, metadata=_help("update/weight ratios below this are too small"))
+    update_ratio_high: float = field(default=1e-2, metadata=_help("update/weight ratios above this are too large"))
 
 
 @dataclass(frozen=True)
@@ -105,10 +194,11 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig, metadata=_help("backbone, weights and what trains"))
     optim: OptimConfig = field(default_factory=OptimConfig, metadata=_help("optimiser and schedule"))
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata=_help("training-time augmentation"))
+    doctor: DoctorConfig = field(default_factory=DoctorConfig, metadata=_help("checks that watch the run"))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict, in field order, safe for YAML and JSON."""
-        return dataclasses.asdict(self)
+        """Plain nested dict, in field order, safe for YAML and JSON (tuples become lists)."""
+        return dataclasses.asdict(self, dict_factory=lambda items: {k: _plain(v) for k, v in items})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
@@ -140,16 +230,31 @@ class RunConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "augment": AugmentConfig}
-
-
 def validate(config: RunConfig) -> None:
-    """Check every range and choice; raise ``ConfigError`` naming the first bad field."""
-    d, m, o, a = config.data, config.model, config.optim, config.augment
-    checks: list[tuple[bool, str, str, Any]] = [
-        (config.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}", config.device),
-        (0.0 <= d.val_fraction < 1.0, "data.val_fraction", "must be in [0, 1)", d.val_fraction),
-        (0.0 <= d.test_fraction < 1.0, "data.test_fraction", "must be in [0, 1)", d.test_fraction),
+    """Check every range, choice and combination; raise ``ConfigError`` naming the first bad field."""
+    for ok, path, expectation, value in _checks(config):
+        if not ok:
+            raise ConfigError(f"{path}: {expectation}, got {value!r}")
+
+
+def _checks(config: RunConfig) -> list[tuple[bool, str, str, Any]]:
+    d, m, o, a, doctor = config.data, config.model, config.optim, config.augment, config.doctor
+
+    def one_of(path: str, value: str, choices: tuple[str, ...]) -> tuple[bool, str, str, Any]:
+        return value in choices, path, f"must be one of {', '.join(choices)}", value
+
+    def fraction(path: str, value: float | None, *, closed: bool = True) -> tuple[bool, str, str, Any]:
+        inside = value is None or (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0)
+        return inside, path, "must be in [0, 1]" if closed else "must be in [0, 1)", value
+
+    def ordered_pair(path: str, pair: tuple | None, low: float, high: float) -> tuple[bool, str, str, Any]:
+        ok = pair is None or low <= pair[0] <= pair[1] <= high
+        return ok, path, f"must be [min, max] with {low} <= min <= max <= {high}", None if pair is None else list(pair)
+
+    return [
+        one_of("device", config.device, DEVICES),
+        fraction("data.val_fraction", d.val_fraction, closed=False),
+        fraction("data.test_fraction", d.test_fraction, closed=False),
         (d.val_fraction + d.test_fraction < 1.0, "data.test_fraction",
          "val_fraction + test_fraction must leave images to train on (< 1)", d.test_fraction),
         (d.input_size is None or 16 <= d.input_size <= 1024, "data.input_size",
@@ -157,23 +262,73 @@ def validate(config: RunConfig) -> None:
         (d.num_workers >= 0, "data.num_workers", "must be >= 0", d.num_workers),
         (bool(m.backbone.strip()), "model.backbone", "must name a timm model", m.backbone),
         (bool(m.weights.strip()), "model.weights", "must be auto, hub, none or a file path", m.weights),
-        (m.mode in MODES, "model.mode", f"must be one of {', '.join(MODES)}", m.mode),
+        one_of("model.mode", m.mode, MODES),
+        one_of("model.head", m.head, HEADS),
+        (m.head_hidden >= 1, "model.head_hidden", "must be >= 1", m.head_hidden),
+        one_of("model.head_activation", m.head_activation, ACTIVATIONS),
+        fraction("model.head_dropout", m.head_dropout, closed=False),
+        fraction("model.drop_path_rate", m.drop_path_rate, closed=False),
         (m.trainable_stages >= -1, "model.trainable_stages", "must be -1 (all) or >= 0", m.trainable_stages),
-        (0.0 <= m.backbone_lr_scale <= 1.0, "model.backbone_lr_scale", "must be in [0, 1]", m.backbone_lr_scale),
-        (0.0 <= m.drop_rate < 1.0, "model.drop_rate", "must be in [0, 1)", m.drop_rate),
+        (m.unfreeze_every >= 0, "model.unfreeze_every", "must be >= 0 (0 = off)", m.unfreeze_every),
+        fraction("model.backbone_lr_scale", m.backbone_lr_scale),
+        (m.layer_decay is None or 0.0 < m.layer_decay <= 1.0, "model.layer_decay", "must be null or in (0, 1]",
+         m.layer_decay),
+        (m.head_epochs >= 1, "model.head_epochs", "must be >= 1", m.head_epochs),
+        (m.mode != "two_stage" or m.head_epochs < o.epochs, "model.head_epochs",
+         f"must be fewer than optim.epochs ({o.epochs}) so that fine-tuning gets epochs too", m.head_epochs),
         (o.learning_rate > 0, "optim.learning_rate", "must be > 0", o.learning_rate),
+        (o.reference_batch_size is None or o.reference_batch_size >= 1, "optim.reference_batch_size",
+         "must be null or >= 1", o.reference_batch_size),
         (o.weight_decay >= 0, "optim.weight_decay", "must be >= 0", o.weight_decay),
         (o.batch_size >= 1, "optim.batch_size", "must be >= 1", o.batch_size),
         (o.epochs >= 1, "optim.epochs", "must be >= 1", o.epochs),
+        one_of("optim.schedule", o.schedule, SCHEDULES),
         (o.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0", o.warmup_epochs),
         (0 <= o.min_learning_rate <= o.learning_rate, "optim.min_learning_rate",
          f"must be in [0, optim.learning_rate={o.learning_rate}]", o.min_learning_rate),
-        (a.preset in AUGMENT_PRESETS, "augment.preset", f"must be one of {', '.join(AUGMENT_PRESETS)}", a.preset),
+        (o.step_epochs > 0, "optim.step_epochs", "must be > 0", o.step_epochs),
+        (0 < o.step_factor <= 1, "optim.step_factor", "must be in (0, 1]", o.step_factor),
+        (o.restart_epochs > 0, "optim.restart_epochs", "must be > 0", o.restart_epochs),
+        fraction("optim.label_smoothing", o.label_smoothing, closed=False),
+        one_of("optim.class_balance", o.class_balance, CLASS_BALANCE),
+        (0 < o.ema_decay < 1, "optim.ema_decay", "must be in (0, 1)", o.ema_decay),
+        one_of("optim.monitor", o.monitor, MONITORS),
+        (o.early_stopping_patience >= 0, "optim.early_stopping_patience", "must be >= 0 (0 = off)",
+         o.early_stopping_patience),
+        one_of("augment.preset", a.preset, AUGMENT_PRESETS),
+        ordered_pair("augment.crop_scale", a.crop_scale, 0.01, 1.0),
+        ordered_pair("augment.crop_ratio", a.crop_ratio, 0.1, 10.0),
+        fraction("augment.horizontal_flip", a.horizontal_flip),
+        fraction("augment.vertical_flip", a.vertical_flip),
+        (a.rotation_degrees is None or 0 <= a.rotation_degrees <= 180, "augment.rotation_degrees",
+         "must be in [0, 180]", a.rotation_degrees),
+        fraction("augment.color_jitter", a.color_jitter),
+        fraction("augment.blur", a.blur),
+        fraction("augment.noise", a.noise),
+        fraction("augment.cutout", a.cutout),
+        ordered_pair("augment.cutout_holes", a.cutout_holes, 1, 64),
+        ordered_pair("augment.cutout_size", a.cutout_size, 0.01, 0.9),
+        (a.random_policy is None or a.random_policy in RANDOM_POLICIES, "augment.random_policy",
+         f"must be null or one of {', '.join(RANDOM_POLICIES)}", a.random_policy),
+        (a.random_policy_ops is None or 1 <= a.random_policy_ops <= 10, "augment.random_policy_ops",
+         "must be null or in [1, 10]", a.random_policy_ops),
+        fraction("augment.random_policy_magnitude", a.random_policy_magnitude),
+        (a.mixup_alpha >= 0, "augment.mixup_alpha", "must be >= 0 (0 = off)", a.mixup_alpha),
+        (a.cutmix_alpha >= 0, "augment.cutmix_alpha", "must be >= 0 (0 = off)", a.cutmix_alpha),
+        (a.cutmix_alpha == 0 or m.mode != "feature_extraction", "augment.cutmix_alpha",
+         "cutmix pastes pixels, and feature extraction trains on cached features: use augment.mixup_alpha,"
+         " or model.mode fine_tune or two_stage", a.cutmix_alpha),
+        fraction("augment.mix_probability", a.mix_probability),
+        fraction("augment.mix_switch_probability", a.mix_switch_probability),
         (a.feature_views >= 1, "augment.feature_views", "must be >= 1", a.feature_views),
+        (a.feature_views == 1 or a.preset != "none", "augment.feature_views",
+         "extra views are augmented copies, so augment.preset must not be none", a.feature_views),
+        (doctor.divergence_factor > 1, "doctor.divergence_factor", "must be > 1", doctor.divergence_factor),
+        (doctor.flat_window >= 10, "doctor.flat_window", "must be >= 10 steps", doctor.flat_window),
+        (doctor.update_ratio_every >= 1, "doctor.update_ratio_every", "must be >= 1", doctor.update_ratio_every),
+        (0 < doctor.update_ratio_low < doctor.update_ratio_high, "doctor.update_ratio_low",
+         f"must be > 0 and below doctor.update_ratio_high ({doctor.update_ratio_high})", doctor.update_ratio_low),
     ]
-    for ok, path, expectation, value in checks:
-        if not ok:
-            raise ConfigError(f"{path}: {expectation}, got {value!r}")
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -252,6 +407,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _coerce(value: Any, expected: Any, path: str) -> Any:
     options = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
     if value is None:
@@ -259,6 +418,8 @@ def _coerce(value: Any, expected: Any, path: str) -> Any:
             return None
         raise ConfigError(f"{path}: must be set ({_type_name(expected)}), got null")
     for option in options:
+        if typing.get_origin(option) is tuple:
+            return _coerce_tuple(value, option, path, described=expected)
         if option is bool and isinstance(value, bool):
             return value
         if option is int and isinstance(value, int) and not isinstance(value, bool):
@@ -280,10 +441,30 @@ def _coerce(value: Any, expected: Any, path: str) -> Any:
     raise ConfigError(f"{path}: must be {_type_name(expected)}, got {value!r}")
 
 
+def _coerce_tuple(value: Any, expected: Any, path: str, *, described: Any) -> tuple:
+    items = typing.get_args(expected)
+    variadic = len(items) == 2 and items[1] is Ellipsis
+    if not isinstance(value, (list, tuple)) or (not variadic and len(value) != len(items)):
+        raise ConfigError(f"{path}: must be {_type_name(described)}, got {value!r}")
+    kinds = [items[0]] * len(value) if variadic else list(items)
+    pairs = enumerate(zip(value, kinds, strict=True))
+    return tuple(_coerce(item, kind, f"{path}[{index}]") for index, (item, kind) in pairs)
+
+
 def _type_name(expected: Any) -> str:
     names = {bool: "true or false", int: "a whole number", float: "a number", str: "text", type(None): "null"}
     options = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
-    return " or ".join(names.get(option, getattr(option, "__name__", str(option))) for option in options)
+    described = []
+    for option in options:
+        if typing.get_origin(option) is tuple:
+            items = typing.get_args(option)
+            if len(items) == 2 and items[1] is Ellipsis:
+                described.append(f"a list of {names[items[0]]}s")
+            else:
+                described.append(f"a list of {len(items)} ({', '.join(names[item] for item in items)})")
+        else:
+            described.append(names.get(option, getattr(option, "__name__", str(option))))
+    return " or ".join(described)
 
 
 def _did_you_mean(key: str, known: dict[str, Any]) -> str:

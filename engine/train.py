@@ -224,7 +224,7 @@ def _train_in_folder(
 def _build_setup(config: RunConfig, dataset: PreparedDataset, folder: RunFolder, stop_watcher: StopWatcher) -> _Setup:
     loaded = create_model(
         config.model.backbone, num_classes=len(dataset.classes),
-        weights=config.model.weights, drop_rate=config.model.drop_rate,
+        weights=config.model.weights, drop_rate=config.model.head_dropout,
     )
     if config.data.input_size is not None:
         loaded.data_settings = resolve_data_settings(loaded.model, config.data.input_size)
@@ -279,7 +279,7 @@ def _feature_extraction_setup(
     if len(train_targets) == 0:
         raise DatasetError(f"{dataset.root}: no training image could be decoded")
     head_plan = plan_device(config.device, amp=config.amp, images=False)
-    head = nn.Sequential(nn.Dropout(config.model.drop_rate), classifier)
+    head = nn.Sequential(nn.Dropout(config.model.head_dropout), classifier)
     head = head_plan.prepare_model(head)
     batch_size = config.optim.batch_size
     return _Setup(
