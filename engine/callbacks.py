@@ -66,18 +66,25 @@ class StopWatcher(Callback):
 
 
 class LRSchedule(Callback):
-    """Steps a timm scheduler once per optimizer update (``t_in_epochs=False``)."""
+    """Steps a timm scheduler once per optimizer update (``t_in_epochs=False``).
+
+    The schedule's clock counts updates since ``first_epoch`` (a ``two_stage`` run's
+    second stage has a schedule of its own), derived from epoch and batch index so that
+    a resumed run lands on exactly the rate it left.
+    """
 
     order = -50
 
-    def __init__(self, scheduler: Any) -> None:
+    def __init__(self, scheduler: Any, first_epoch: int = 1) -> None:
         self.scheduler = scheduler
+        self.first_epoch = first_epoch
 
     def before_fit(self, state: LoopState) -> None:
-        self.scheduler.step_update(state.step)
+        self.scheduler.step_update((state.start_epoch - self.first_epoch) * state.batches_per_epoch)
 
     def after_step(self, state: LoopState) -> None:
-        self.scheduler.step_update(state.step)
+        updates = (state.epoch - self.first_epoch) * state.batches_per_epoch + state.batch_index + 1
+        self.scheduler.step_update(updates)
 
 
 class MetricsRecorder(Callback):
@@ -176,7 +183,7 @@ class CheckpointSaver(Callback):
         self.model = model
         self.metadata = metadata
         self.monitor = monitor
-        self.best_value = best_value
+        self.best_value = best_value  # a score: higher is better
         self.best_epoch: int | None = None
 
     def after_epoch(self, state: LoopState) -> None:
@@ -192,7 +199,8 @@ class CheckpointSaver(Callback):
         self._save("last", state, completed_epoch=state.epoch - 1, metrics={}, stopped=state.cancel_reason)
 
     def _score(self, row: dict[str, Any]) -> float | None:
-        if row.get(self.monitor) is not None:
+        """Higher is better: the monitored accuracy, or minus the validation loss."""
+        if self.monitor != "val_loss" and row.get(self.monitor) is not None:
             return float(row[self.monitor])
         if row.get("val_loss") is not None:
             return -float(row["val_loss"])

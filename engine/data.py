@@ -79,15 +79,25 @@ class FeatureBatches:
         batch_size: vectors per batch.
         shuffle: reshuffle (and redraw views) every epoch.
         seed: seed of the shuffling generator.
+        sample_weights: draw N items per epoch with replacement by these weights instead
+            (the balanced sampler), or None.
     """
 
     def __init__(
-        self, features: torch.Tensor, targets: torch.Tensor, *, batch_size: int, shuffle: bool, seed: int = 0
+        self,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        sample_weights: torch.Tensor | None = None,
     ) -> None:
         self.features = features
         self.targets = targets
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.sample_weights = sample_weights
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -95,7 +105,12 @@ class FeatureBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count, views = self.features.shape[:2]
-        order = torch.randperm(count, generator=self.generator) if self.shuffle else torch.arange(count)
+        if self.sample_weights is not None:
+            order = torch.multinomial(self.sample_weights, count, replacement=True, generator=self.generator)
+        elif self.shuffle:
+            order = torch.randperm(count, generator=self.generator)
+        else:
+            order = torch.arange(count)
         if views > 1 and self.shuffle:
             chosen_views = torch.randint(views, (count,), generator=self.generator)
         else:

@@ -30,7 +30,10 @@ from engine.config import RunConfig, load_config, save_config
 from engine.errors import CheckpointError
 
 EVENT_SCHEMA = 1
-METRIC_COLUMNS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "learning_rate", "seconds")
+METRIC_COLUMNS = (
+    "epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "ema_val_loss", "ema_val_top1",
+    "learning_rate", "seconds",
+)
 STOP_FILE = "STOP"
 
 

@@ -7,6 +7,7 @@ failure is recorded there as ``run_failed`` before it propagates.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import traceback
 from collections.abc import Sequence
@@ -20,12 +21,14 @@ from torch import nn
 
 from engine.backbones import LoadedBackbone
 from engine.callbacks import CheckpointSaver, EventReporter, LRSchedule, MetricsRecorder, ProgressBar, StopWatcher
-from engine.checkpoint import load_checkpoint, read_checkpoint_metadata
+from engine.checkpoint import Checkpoint, load_checkpoint, read_checkpoint_metadata
 from engine.config import RunConfig
 from engine.errors import ConfigError
-from engine.loop import Callback, CancelFit, Loop
+from engine.loop import Callback, CancelFit, Loop, LoopState
+from engine.losses import create_loss
 from engine.paths import project_dir_for
 from engine.prepare import PreparedDataset, prepare_dataset
+from engine.recipes import EarlyStopping, EmaWeights, GradualUnfreezing, trainable_stages_at
 from engine.runfolder import RunFolder, new_run_dir
 from engine.setup import TrainingSetup, build_training, create_optimizer, create_scheduler
 
@@ -119,6 +122,22 @@ def _run(
         raise
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """A part of a run with its own set-up: ``two_stage`` runs have two."""
+
+    mode: str
+    first_epoch: int
+    last_epoch: int
+
+
+def _stages_of(config: RunConfig) -> list[_Stage]:
+    if config.model.mode != "two_stage":
+        return [_Stage(config.model.mode, 1, config.optim.epochs)]
+    head_epochs = config.model.head_epochs
+    return [_Stage("feature_extraction", 1, head_epochs), _Stage("fine_tune", head_epochs + 1, config.optim.epochs)]
+
+
 def _train_in_folder(
     folder: RunFolder,
     config: RunConfig,
@@ -139,47 +158,98 @@ def _train_in_folder(
         counts={split: len(records) for split, records in dataset.splits.items()},
         problems=len(dataset.report.problems), excluded=len(dataset.report.excluded_paths()),
     )
-    setup = build_training(config, dataset, report=folder.write_event, check_stop=stop_watcher.check)
-    metadata = _checkpoint_metadata(config, dataset, setup.loaded)
-
-    start_epoch, start_step, history, best_value = 1, 0, [], None
-    if resume_from is not None:
-        start_epoch, start_step, history, best_value = _restore(folder, resume_from, setup)
-
-    optimizer = create_optimizer(setup, config)
-    if resume_from is not None:
-        optimizer.load_state_dict(load_checkpoint(resume_from, with_training_state=True).optimizer_state)
-    batches_per_epoch = len(setup.train_batches)
-    scheduler = create_scheduler(optimizer, config, batches_per_epoch)
-
-    folder.write_event(
-        "run_started", epoch=start_epoch, step=start_step, config=config.to_dict(), classes=list(dataset.classes),
-        backbone=config.model.backbone, mode=config.model.mode, weights_source=setup.loaded.weights_source,
-        device=setup.plan.describe(), data_settings=setup.loaded.data_settings.to_dict(),
-        trainable_parameters=sum(p.numel() for part in setup.parts.values() for p in part),
-        train_images=len(dataset.splits["train"]), val_images=len(dataset.splits["val"]),
-        batches_per_epoch=batches_per_epoch, resumed_from=str(resume_from) if resume_from else None,
-    )
-    folder.write_status("running", epoch=start_epoch, num_epochs=config.optim.epochs)
+    resumed = _read_resume_point(folder, resume_from) if resume_from is not None else None
+    start_epoch = resumed.completed_epoch + 1 if resumed else 1
+    step = resumed.step if resumed else 0
+    history = resumed.history if resumed else []
+    metadata: dict[str, Any] = {}
     recorder = MetricsRecorder(list(dataset.classes), history)
-    saver = CheckpointSaver(folder, setup.loaded.model, metadata, best_value=best_value)
-    loop_callbacks: list[Callback] = [
-        stop_watcher, LRSchedule(scheduler), recorder, saver,
-        EventReporter(folder, every_steps=max(1, batches_per_epoch // 10), history=history),
-        *extra_callbacks,
-    ]
-    if progress_bar:
-        loop_callbacks.append(ProgressBar())
-    loop = Loop(
-        model=setup.loop_model, optimizer=optimizer, loss_function=nn.CrossEntropyLoss(),
-        train_batches=setup.train_batches, val_batches=setup.val_batches,
-        device_plan=setup.plan, callbacks=loop_callbacks,
-    )
-    state = loop.fit(config.optim.epochs, start_epoch=start_epoch, start_step=start_step)
+    saver: CheckpointSaver | None = None
+    loaded: LoadedBackbone | None = None
+    state = None
+    for stage in _stages_of(config):
+        if stage.last_epoch < start_epoch:
+            continue
+        first_epoch_here = max(start_epoch, stage.first_epoch)
+        setup = build_training(
+            config, dataset, mode=stage.mode, loaded=loaded,
+            trainable_stages=trainable_stages_at(config, first_epoch_here, stage.first_epoch),
+            report=folder.write_event, check_stop=stop_watcher.check,
+        )
+        if loaded is None:
+            metadata.update(_checkpoint_metadata(config, dataset, setup.loaded))
+            saver = CheckpointSaver(folder, setup.loaded.model, metadata, monitor=config.optim.monitor,
+                                    best_value=resumed.best_score if resumed else None)
+            if resumed is not None:
+                setup.loaded.model.load_state_dict(resumed.checkpoint.model_state)
+        loaded = setup.loaded
+        metadata["stage"] = stage.mode
+        optimizer = create_optimizer(setup, config)
+        if resumed is not None and resumed.checkpoint.metadata.get("stage", stage.mode) == stage.mode:
+            optimizer.load_state_dict(resumed.checkpoint.optimizer_state)
+            resumed = None  # restored: later stages start afresh
+        batches_per_epoch = len(setup.train_batches)
+        stage_optim = dataclasses.replace(config.optim, epochs=stage.last_epoch - stage.first_epoch + 1)
+        scheduler = create_scheduler(optimizer, config, batches_per_epoch, optim=stage_optim)
+        loss_function = create_loss(config, setup.train_targets, len(dataset.classes)).to(setup.plan.device)
+        folder.write_event(
+            "run_started" if state is None else "stage_started", epoch=first_epoch_here, step=step,
+            config=config.to_dict(), classes=list(dataset.classes), backbone=config.model.backbone,
+            mode=config.model.mode, stage=stage.mode, weights_source=setup.loaded.weights_source,
+            device=setup.plan.describe(), data_settings=setup.loaded.data_settings.to_dict(),
+            trainable_parameters=sum(p.numel() for part in setup.parts.values() for p in part),
+            train_images=len(dataset.splits["train"]), val_images=len(dataset.splits["val"]),
+            batches_per_epoch=batches_per_epoch, last_epoch=stage.last_epoch,
+            resumed_from=str(resume_from) if resume_from and state is None else None,
+        )
+        folder.write_status("running", epoch=first_epoch_here, num_epochs=config.optim.epochs)
+        callbacks: list[Callback] = [
+            stop_watcher, LRSchedule(scheduler, first_epoch=stage.first_epoch), recorder, saver,
+            EventReporter(folder, every_steps=max(1, batches_per_epoch // 10), history=recorder.history),
+            *_recipe_callbacks(config, setup, stage, folder, metadata, loss_function, recorder.history),
+            *extra_callbacks,
+        ]
+        if progress_bar:
+            callbacks.append(ProgressBar())
+        loop = Loop(
+            model=setup.loop_model, optimizer=optimizer, loss_function=loss_function,
+            train_batches=setup.train_batches, val_batches=setup.val_batches,
+            device_plan=setup.plan, callbacks=callbacks,
+        )
+        state = loop.fit(stage.last_epoch, start_epoch=first_epoch_here, start_step=step)
+        step = state.step
+        if state.cancel_reason is not None:
+            break
+    return _finish(folder, state, saver, recorder)
 
+
+def _recipe_callbacks(
+    config: RunConfig,
+    setup: TrainingSetup,
+    stage: _Stage,
+    folder: RunFolder,
+    metadata: dict[str, Any],
+    loss_function: nn.Module,
+    history: list[dict[str, Any]],
+) -> list[Callback]:
+    callbacks: list[Callback] = []
+    if config.optim.ema:
+        callbacks.append(EmaWeights(
+            loop_model=setup.loop_model, export_model=setup.loaded.model, val_batches=setup.val_batches,
+            plan=setup.plan, loss_function=loss_function, decay=config.optim.ema_decay, run_folder=folder,
+            metadata=metadata,
+        ))
+    if config.optim.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping(config.optim.monitor, config.optim.early_stopping_patience, history))
+    if stage.mode == "fine_tune" and config.model.unfreeze_every > 0:
+        callbacks.append(GradualUnfreezing(setup.loaded.model, config, stage.first_epoch, folder.write_event))
+    return callbacks
+
+
+def _finish(folder: RunFolder, state: LoopState, saver: CheckpointSaver, recorder: MetricsRecorder) -> RunResult:
     best_path = folder.checkpoint_path("best")
     best = best_path if best_path.is_file() else None
-    if state.cancel_reason is not None:
+    if state.cancel_reason not in (None, "early_stop"):
         folder.write_event(
             "run_cancelled", epoch=state.epoch, step=state.step, reason=state.cancel_reason,
             message=state.cancel_message, checkpoint=folder.checkpoint_path("last"),
@@ -189,9 +259,10 @@ def _train_in_folder(
     folder.write_event(
         "run_finished", epoch=state.epoch, step=state.step, best_checkpoint=best,
         best_value=saver.best_value, best_epoch=saver.best_epoch, metric=saver.monitor,
+        stopped_early=state.cancel_reason == "early_stop", message=state.cancel_message,
     )
     folder.write_status("finished", epoch=state.epoch, best_value=saver.best_value)
-    return RunResult(folder.path, "finished", recorder.history, best)
+    return RunResult(folder.path, "finished", recorder.history, best, state.cancel_reason)
 
 
 def _checkpoint_metadata(config: RunConfig, dataset: PreparedDataset, loaded: LoadedBackbone) -> dict[str, Any]:
@@ -206,18 +277,24 @@ def _checkpoint_metadata(config: RunConfig, dataset: PreparedDataset, loaded: Lo
     }
 
 
-def _restore(
-    folder: RunFolder, checkpoint_path: Path, setup: TrainingSetup
-) -> tuple[int, int, list[dict], float | None]:
+@dataclass
+class _ResumePoint:
+    checkpoint: Checkpoint
+    completed_epoch: int
+    step: int
+    history: list[dict[str, Any]]
+    best_score: float | None
+
+
+def _read_resume_point(folder: RunFolder, checkpoint_path: Path) -> _ResumePoint:
     checkpoint = load_checkpoint(checkpoint_path, with_training_state=True)
-    setup.loaded.model.load_state_dict(checkpoint.model_state)
     if checkpoint.rng_state is not None:
         torch.set_rng_state(checkpoint.rng_state)
     completed = int(checkpoint.metadata["epoch"])
     history = [row for row in folder.read_metrics() if row.get("epoch") and row["epoch"] <= completed]
     best_path = folder.checkpoint_path("best")
-    best_value = read_checkpoint_metadata(best_path).get("score") if best_path.is_file() else None
-    return completed + 1, int(checkpoint.metadata["step"]), history, best_value
+    best_score = read_checkpoint_metadata(best_path).get("score") if best_path.is_file() else None
+    return _ResumePoint(checkpoint, completed, int(checkpoint.metadata["step"]), history, best_score)
 
 
 def _seed_everything(seed: int) -> None:

@@ -107,8 +107,8 @@ def test_fine_tuning_one_epoch_lowers_the_loss_from_chance(tmp_path: Path) -> No
     result = train(config, tmp_path / "run")
     assert result.state == "finished"
     row = result.history[-1]
-    assert row["val_loss"] < math.log(3)  # the head starts at chance: loss ln(C)
-    assert row["train_loss"] < math.log(3)
+    # The zero-initialised head predicts uniformly, so the loss before training is exactly ln(C).
+    assert row["val_loss"] < 0.9 * math.log(3)
     started = next(e for e in read_events(tmp_path / "run") if e["event"] == "run_started")
     assert started["mode"] == "fine_tune" and started["data_settings"]["input_size"] == [3, 64, 64]
 
