@@ -1,0 +1,110 @@
+"""Training recipes on real runs: two-stage, gradual unfreezing, EMA, early stopping, class balance."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.checkpoint import load_checkpoint
+from engine.config import RunConfig
+from engine.losses import ClassificationLoss
+from engine.runfolder import RunFolder, read_events
+from engine.train import train
+
+DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
+
+
+def copy_demo(target: Path, counts: dict[str, int]) -> Path:
+    for name, count in counts.items():
+        (target / name).mkdir(parents=True)
+        for image in sorted((DEMO / name).glob("*.png"))[:count]:
+            shutil.copy(image, target / name / image.name)
+    return target
+
+
+def small_config(data: Path, **changes: object) -> RunConfig:
+    base = {"data.path": str(data), "data.num_workers": 0, "data.input_size": 64, "optim.batch_size": 8}
+    return RunConfig().with_changes(**{**base, **changes})
+
+
+def events(run_dir: Path, name: str) -> list[dict]:
+    return [event for event in read_events(run_dir) if event["event"] == name]
+
+
+@pytest.fixture
+def three_classes(tmp_path: Path) -> Path:
+    return copy_demo(tmp_path / "data", {"bag": 15, "sneaker": 15, "trouser": 15})
+
+
+def test_two_stage_runs_both_stages_in_one_folder(three_classes: Path, tmp_path: Path) -> None:
+    config = small_config(three_classes, **{"model.mode": "two_stage", "model.head_epochs": 2, "optim.epochs": 3})
+    result = train(config, tmp_path / "run")
+    assert result.state == "finished" and [row["epoch"] for row in result.history] == [1, 2, 3]
+    started = events(tmp_path / "run", "run_started")[0]
+    stage = events(tmp_path / "run", "stage_started")[0]
+    assert (started["stage"], started["epoch"]) == ("feature_extraction", 1)
+    assert (stage["stage"], stage["epoch"]) == ("fine_tune", 3)
+    assert stage["trainable_parameters"] > 10 * started["trainable_parameters"]
+    assert events(tmp_path / "run", "features_extracted")  # the head stage ran on cached features
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors").metadata["stage"] == "fine_tune"
+
+
+def test_gradual_unfreezing_grows_the_trainable_parameters_on_schedule(three_classes: Path, tmp_path: Path) -> None:
+    config = small_config(three_classes, **{
+        "model.mode": "fine_tune", "model.trainable_stages": 0, "model.unfreeze_every": 1, "optim.epochs": 3,
+    })
+    train(config, tmp_path / "run")
+    unfrozen = events(tmp_path / "run", "stages_unfrozen")
+    assert [(event["epoch"], event["trainable_stages"]) for event in unfrozen] == [(2, 1), (3, 2)]
+    head_only = events(tmp_path / "run", "run_started")[0]["trainable_parameters"]
+    counts = [head_only] + [event["trainable_parameters"] for event in unfrozen]
+    assert counts == sorted(counts) and len(set(counts)) == 3
+
+
+def test_ema_weights_differ_and_are_evaluated_and_saved(three_classes: Path, tmp_path: Path) -> None:
+    config = small_config(three_classes, **{"optim.ema": True, "optim.ema_decay": 0.9, "optim.epochs": 2,
+                                            "data.input_size": None})
+    result = train(config, tmp_path / "run")
+    rows = RunFolder(tmp_path / "run").read_metrics()
+    assert all(row["ema_val_loss"] is not None and row["ema_val_top1"] is not None for row in rows)
+    assert rows[-1]["ema_val_loss"] != rows[-1]["val_loss"]
+    raw = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors").model_state
+    ema = load_checkpoint(tmp_path / "run" / "checkpoints" / "ema.safetensors").model_state
+    differing = [key for key in raw if not torch.equal(raw[key], ema[key])]
+    assert differing and all(key.startswith("classifier") for key in differing)  # only the head trained
+    assert result.state == "finished"
+
+
+def test_early_stopping_ends_the_run_and_keeps_the_best(three_classes: Path, tmp_path: Path) -> None:
+    # A learning rate far too high makes the validation loss climb after the first epoch.
+    config = small_config(three_classes, **{
+        "optim.learning_rate": 3.0, "optim.epochs": 12, "optim.monitor": "val_loss",
+        "optim.early_stopping_patience": 2, "optim.warmup_epochs": 0.0, "data.input_size": None,
+        "doctor.enabled": False,
+    })
+    result = train(config, tmp_path / "run")
+    assert result.state == "finished" and result.reason == "early_stop"
+    finished = events(tmp_path / "run", "run_finished")[0]
+    assert finished["stopped_early"] and len(result.history) < 12
+    best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.safetensors").metadata
+    assert best["epoch"] == min(result.history, key=lambda row: row["val_loss"])["epoch"]
+
+
+def test_class_balance_options_train_on_imbalanced_data(tmp_path: Path) -> None:
+    data = copy_demo(tmp_path / "data", {"bag": 30, "sneaker": 6, "trouser": 6})
+    for balance in ("weighted_loss", "balanced_sampler"):
+        config = small_config(data, **{"optim.class_balance": balance, "optim.epochs": 1, "data.input_size": None})
+        assert train(config, tmp_path / balance).state == "finished"
+
+
+def test_weighted_loss_matches_cross_entropy_for_hard_and_soft_targets() -> None:
+    logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([0, 1, 2, 0, 0, 1])
+    weights = torch.tensor([0.5, 1.0, 2.0])
+    loss = ClassificationLoss(class_weights=weights)
+    one_hot = torch.nn.functional.one_hot(targets, 3).float()
+    assert torch.allclose(loss(logits, targets), loss(logits, one_hot))
+    assert torch.allclose(loss(logits, targets), torch.nn.functional.cross_entropy(logits, targets, weight=weights))
