@@ -101,7 +101,13 @@ class FeatureBatches:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return (len(self.targets) + self.batch_size - 1) // self.batch_size
+        return len(self._starts())
+
+    def _starts(self) -> range:
+        count = len(self.targets)
+        # A training batch of one item breaks BatchNorm heads and gives a noisy step: drop it.
+        end = count - 1 if self.shuffle and count % self.batch_size == 1 and count > 1 else count
+        return range(0, end, self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count, views = self.features.shape[:2]
@@ -115,6 +121,6 @@ class FeatureBatches:
             chosen_views = torch.randint(views, (count,), generator=self.generator)
         else:
             chosen_views = torch.zeros(count, dtype=torch.long)
-        for start in range(0, count, self.batch_size):
+        for start in self._starts():
             rows = order[start : start + self.batch_size]
             yield self.features[rows, chosen_views[rows]], self.targets[rows]

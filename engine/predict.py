@@ -22,6 +22,7 @@ from engine.checkpoint import load_checkpoint
 from engine.data import ImageDataset, collate_with_failures
 from engine.device import plan_device
 from engine.errors import CheckpointError, DatasetError
+from engine.heads import rebuild_head
 from engine.images import IMAGE_SUFFIXES
 
 
@@ -61,7 +62,9 @@ class Predictor:
             raise CheckpointError(f"{loaded_checkpoint.path}: metadata lacks {error}") from error
         self.checkpoint_path = loaded_checkpoint.path
         self.plan = plan_device(device, amp=False)
-        model = create_model(backbone, num_classes=len(self.classes), weights="none").model
+        loaded = create_model(backbone, num_classes=len(self.classes), weights="none")
+        rebuild_head(loaded.model, metadata.get("head"), loaded.num_features, len(self.classes))
+        model = loaded.model
         try:
             model.load_state_dict(loaded_checkpoint.model_state)
         except RuntimeError as error:

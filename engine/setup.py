@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from timm.layers import freeze_batch_norm_2d
 from timm.optim import create_optimizer_v2, param_groups_layer_decay
-from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
@@ -25,12 +24,14 @@ from engine.backbones import (
     resolve_data_settings,
     set_trainable_stages,
 )
-from engine.config import OptimConfig, RunConfig
+from engine.config import RunConfig
 from engine.data import FeatureBatches, ImageDataset, collate_decoded
 from engine.device import DevicePlan, plan_device
 from engine.errors import DatasetError
 from engine.features import FeatureCache, FeatureView, extract_features
+from engine.heads import create_head, install_head
 from engine.prepare import PreparedDataset
+from engine.schedules import scaled_learning_rate
 
 Reporter = Callable[..., Any]
 
@@ -88,12 +89,12 @@ def build_training(
     report = report or _ignore
     mode = mode or ("feature_extraction" if config.model.mode == "two_stage" else config.model.mode)
     if loaded is None:
+        # The head owns its dropout (timm's drop_rate stays 0, or dropout would apply twice).
         loaded = create_model(
             config.model.backbone, num_classes=len(dataset.classes), weights=config.model.weights,
-            drop_rate=config.model.head_dropout,
             drop_path_rate=config.model.drop_path_rate if mode == "fine_tune" else None,
         )
-        _start_head_at_chance(classifier_of(loaded.model))
+        install_head(loaded.model, create_head(config.model, loaded.num_features, len(dataset.classes)))
         if config.data.input_size is not None:
             loaded.data_settings = resolve_data_settings(loaded.model, config.data.input_size)
     class_index = {name: index for index, name in enumerate(dataset.classes)}
@@ -148,8 +149,7 @@ def _feature_extraction_setup(
     if len(train_targets) == 0:
         raise DatasetError(f"{dataset.root}: no training image could be decoded")
     head_plan = plan_device(config.device, amp=config.amp, images=False)
-    # timm applies the head dropout inside forward_head, which cached features skip.
-    head = head_plan.prepare_model(nn.Sequential(nn.Dropout(config.model.head_dropout), classifier))
+    head = head_plan.prepare_model(classifier)
     batch_size = config.optim.batch_size
     sample_weights = _balanced_weights(train_targets, len(class_index)) if _balanced(config) else None
     return TrainingSetup(
@@ -234,22 +234,11 @@ def apply_trainable_stages(model: nn.Module, trainable_stages: int, config: RunC
     return {"head": parts.head_parameters, "backbone": backbone}
 
 
-def _start_head_at_chance(classifier: nn.Module) -> None:
-    """Zero the new linear head: the first loss is exactly ln(C), as it should be at chance.
-
-    Pooled features of pretrained backbones are large, so a default-initialised head
-    starts far above ln(C) and wastes its first epochs undoing random logits.
-    """
-    if isinstance(classifier, nn.Linear):
-        nn.init.zeros_(classifier.weight)
-        nn.init.zeros_(classifier.bias)
-
-
 def create_optimizer(setup: TrainingSetup, config: RunConfig) -> torch.optim.Optimizer:
     """AdamW (through timm) over the setup's parameter groups."""
     return create_optimizer_v2(
         parameter_groups(setup.loop_model, setup.parts, config), opt="adamw",
-        lr=config.optim.learning_rate, weight_decay=config.optim.weight_decay,
+        lr=scaled_learning_rate(config.optim), weight_decay=config.optim.weight_decay,
     )
 
 
@@ -262,7 +251,7 @@ def parameter_groups(model: nn.Module, parts: dict[str, list[nn.Parameter]], con
     state and the schedule never change shape. With ``model.layer_decay`` the groups
     are timm's, one per layer.
     """
-    learning_rate = config.optim.learning_rate
+    learning_rate = scaled_learning_rate(config.optim)
     if config.model.layer_decay is not None and parts["backbone"]:
         groups = param_groups_layer_decay(model, weight_decay=config.optim.weight_decay,
                                           layer_decay=config.model.layer_decay)
@@ -288,21 +277,3 @@ def refill_parameter_groups(
     """Point the optimizer's groups at newly trainable parameters (gradual unfreezing)."""
     for group, fresh in zip(optimizer.param_groups, parameter_groups(model, parts, config), strict=True):
         group["params"] = fresh["params"]
-
-
-def create_scheduler(
-    optimizer: torch.optim.Optimizer, config: RunConfig, batches_per_epoch: int, *, optim: OptimConfig | None = None
-) -> Any:
-    """The per-step learning-rate schedule (``t_in_epochs=False``) over ``optim.epochs`` (default the config's)."""
-    optim = optim or config.optim
-    total_steps = optim.epochs * batches_per_epoch
-    warmup_steps = min(round(optim.warmup_epochs * batches_per_epoch), total_steps)
-    return CosineLRScheduler(
-        optimizer,
-        t_initial=max(1, total_steps - warmup_steps),
-        lr_min=config.optim.min_learning_rate,
-        warmup_t=warmup_steps,
-        warmup_lr_init=config.optim.learning_rate * 0.01,
-        warmup_prefix=True,
-        t_in_epochs=False,
-    )

@@ -24,13 +24,15 @@ from engine.callbacks import CheckpointSaver, EventReporter, LRSchedule, Metrics
 from engine.checkpoint import Checkpoint, load_checkpoint, read_checkpoint_metadata
 from engine.config import RunConfig
 from engine.errors import ConfigError
+from engine.heads import head_signature
 from engine.loop import Callback, CancelFit, Loop, LoopState
 from engine.losses import create_loss
 from engine.paths import project_dir_for
 from engine.prepare import PreparedDataset, prepare_dataset
 from engine.recipes import EarlyStopping, EmaWeights, GradualUnfreezing, trainable_stages_at
 from engine.runfolder import RunFolder, new_run_dir
-from engine.setup import TrainingSetup, build_training, create_optimizer, create_scheduler
+from engine.schedules import create_scheduler
+from engine.setup import TrainingSetup, build_training, create_optimizer
 
 
 @dataclass
@@ -190,7 +192,7 @@ def _train_in_folder(
             resumed = None  # restored: later stages start afresh
         batches_per_epoch = len(setup.train_batches)
         stage_optim = dataclasses.replace(config.optim, epochs=stage.last_epoch - stage.first_epoch + 1)
-        scheduler = create_scheduler(optimizer, config, batches_per_epoch, optim=stage_optim)
+        scheduler = create_scheduler(optimizer, stage_optim, batches_per_epoch)
         loss_function = create_loss(config, setup.train_targets, len(dataset.classes)).to(setup.plan.device)
         folder.write_event(
             "run_started" if state is None else "stage_started", epoch=first_epoch_here, step=step,
@@ -272,6 +274,7 @@ def _checkpoint_metadata(config: RunConfig, dataset: PreparedDataset, loaded: Lo
         "weights_source": loaded.weights_source,
         "mode": config.model.mode,
         "data_settings": loaded.data_settings.to_dict(),
+        "head": head_signature(config.model),
         "config_digest": config.digest(),
         "config": config.to_dict(),
     }
