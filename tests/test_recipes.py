@@ -108,3 +108,18 @@ def test_weighted_loss_matches_cross_entropy_for_hard_and_soft_targets() -> None
     one_hot = torch.nn.functional.one_hot(targets, 3).float()
     assert torch.allclose(loss(logits, targets), loss(logits, one_hot))
     assert torch.allclose(loss(logits, targets), torch.nn.functional.cross_entropy(logits, targets, weight=weights))
+
+
+def test_mlp_head_run_with_a_step_schedule_predicts_from_its_checkpoint(three_classes: Path, tmp_path: Path) -> None:
+    from engine.predict import Predictor
+
+    config = small_config(three_classes, **{
+        "model.head": "mlp", "model.head_hidden": 64, "model.head_batchnorm": True, "model.head_dropout": 0.2,
+        "optim.schedule": "step", "optim.step_epochs": 1.0, "optim.epochs": 3, "data.input_size": None,
+    })
+    result = train(config, tmp_path / "run")
+    rates = [row["learning_rate"] for row in result.history]
+    assert rates[2] < rates[1] < rates[0]  # the step schedule drops the rate every epoch
+    predictor = Predictor(result.best_checkpoint, device="cpu")
+    images = sorted((three_classes / "trouser").glob("*.png"))[:5]
+    assert [p.labels[0] for p in predictor.predict(images, top_k=2)].count("trouser") >= 4
