@@ -1,4 +1,4 @@
-"""Build the training transform from an augmentation preset and the eval transform from timm.
+"""Build the training transform from an augmentation preset and its overrides, and the eval transform from timm.
 
 Both take a Pillow RGB image and return a ``(3, H, W)`` float32 tensor normalised
 with the backbone's own mean and std, so cached features and live batches match.
@@ -6,8 +6,12 @@ with the backbone's own mean and std, so cached features and live batches match.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import random
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import albumentations as A
 import cv2
@@ -16,18 +20,29 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import Image
 from timm.data import create_transform
+from torch.utils.data import get_worker_info
 
+from augment.policies import Transform, create_random_policy
 from engine.backbones import DataSettings
 from engine.config import AugmentConfig
 from engine.errors import ConfigError
+
+# Bump when the pipeline built from the same controls changes, so that cached
+# features of augmented views are recomputed rather than reused.
+_PIPELINE_VERSION = 1
 
 _CV2_INTERPOLATION = {
     "nearest": cv2.INTER_NEAREST,
     "bilinear": cv2.INTER_LINEAR,
     "bicubic": cv2.INTER_CUBIC,
+    "box": cv2.INTER_AREA,
     "area": cv2.INTER_AREA,
     "lanczos": cv2.INTER_LANCZOS4,
 }
+
+_DEFAULT_CROP_RATIO = (3 / 4, 4 / 3)
+# (operations, magnitude) a random policy gets when augment leaves them null.
+_POLICY_DEFAULTS = {"none": (0, 0.0), "randaugment": (2, 0.5), "trivialaugment": (1, 1.0)}
 
 
 class ImageTransform(Protocol):
@@ -36,18 +51,290 @@ class ImageTransform(Protocol):
     def __call__(self, image: Image.Image) -> torch.Tensor: ...
 
 
-class _Albumentations:
-    """Adapts an albumentations pipeline (numpy in, dict out) to ``ImageTransform``."""
+@dataclass(frozen=True)
+class AugmentControls:
+    """The effective value of every augmentation control: the preset's, or the config's override.
 
-    def __init__(self, pipeline: A.Compose) -> None:
+    Attributes:
+        crop_scale: random resized crop, range of the image area kept; None means no
+            random crop (resize and centre-crop as in evaluation).
+        crop_ratio: random resized crop, range of aspect ratios (width / height).
+        horizontal_flip: chance of a left-right flip.
+        vertical_flip: chance of an upside-down flip.
+        rotation_degrees: largest rotation either way, in degrees (0 = none).
+        color_jitter: brightness, contrast and saturation factors in ``1 +- strength``;
+            hue shifts by up to a quarter of it (in turns of the colour wheel).
+        blur: chance of a Gaussian blur (sigma 0.1 to 2 pixels).
+        noise: chance of Gaussian noise (standard deviation 2% to 10% of the full range).
+        cutout: chance of cutting holes, filled with the mean colour (zero after normalising).
+        cutout_holes: range of the number of holes.
+        cutout_size: range of hole sides, as fractions of the image side.
+        random_policy: ``none``, ``randaugment`` or ``trivialaugment``.
+        random_policy_ops: operations per image (0 without a policy, 1 for trivialaugment).
+        random_policy_magnitude: randaugment's fixed strength, or trivialaugment's
+            largest (its strength is drawn from ``[0, magnitude]``), 0 to 1.
+    """
+
+    crop_scale: tuple[float, float] | None
+    crop_ratio: tuple[float, float]
+    horizontal_flip: float
+    vertical_flip: float
+    rotation_degrees: float
+    color_jitter: float
+    blur: float
+    noise: float
+    cutout: float
+    cutout_holes: tuple[int, int]
+    cutout_size: tuple[float, float]
+    random_policy: str
+    random_policy_ops: int
+    random_policy_magnitude: float
+
+    @property
+    def changes_images(self) -> bool:
+        """Whether any control is on; when none is, training uses the eval transform."""
+        return self.crop_scale is not None or any(
+            value > 0 for value in (self.horizontal_flip, self.vertical_flip, self.rotation_degrees,
+                                    self.color_jitter, self.blur, self.noise, self.cutout)
+        ) or self.random_policy != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML types, in field order (tuples become lists)."""
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items()}
+
+
+def _preset(**changes: Any) -> AugmentControls:
+    off = AugmentControls(
+        crop_scale=None, crop_ratio=_DEFAULT_CROP_RATIO, horizontal_flip=0.0, vertical_flip=0.0,
+        rotation_degrees=0.0, color_jitter=0.0, blur=0.0, noise=0.0, cutout=0.0, cutout_holes=(1, 2),
+        cutout_size=(0.1, 0.25), random_policy="none", random_policy_ops=0, random_policy_magnitude=0.0,
+    )
+    return dataclasses.replace(off, **changes)
+
+
+_PRESETS: dict[str, AugmentControls] = {
+    "none": _preset(),
+    "light": _preset(crop_scale=(0.35, 1.0), horizontal_flip=0.5),
+    "standard": _preset(crop_scale=(0.25, 1.0), horizontal_flip=0.5, rotation_degrees=15.0, color_jitter=0.3,
+                        cutout=0.3),
+    "strong": _preset(crop_scale=(0.15, 1.0), horizontal_flip=0.5, rotation_degrees=20.0, color_jitter=0.4,
+                      blur=0.2, noise=0.2, cutout=0.5, cutout_holes=(1, 3), cutout_size=(0.15, 0.35),
+                      random_policy="randaugment", random_policy_ops=_POLICY_DEFAULTS["randaugment"][0],
+                      random_policy_magnitude=_POLICY_DEFAULTS["randaugment"][1]),
+}
+
+
+def list_presets() -> tuple[str, ...]:
+    """Names of the augmentation presets, weakest first."""
+    return tuple(_PRESETS)
+
+
+def get_preset(name: str) -> AugmentControls:
+    """The controls of a preset before any override.
+
+    Raises:
+        ConfigError: an unknown preset (named as ``augment.preset``).
+    """
+    try:
+        return _PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"augment.preset: must be one of {', '.join(_PRESETS)}, got {name!r}") from None
+
+
+def resolve_controls(augment: AugmentConfig) -> AugmentControls:
+    """The effective controls: each control the config leaves null takes the preset's value.
+
+    Random-policy operations and magnitude default per policy (randaugment 2 at 0.5,
+    trivialaugment 1 up to 1.0), so switching the policy also switches its defaults.
+
+    Raises:
+        ConfigError: an unknown preset or policy, or a control set where it can have no
+            effect (e.g. ``augment.cutout_size`` while cutout is 0, or
+            ``augment.random_policy_ops`` with no random policy); the message names the field.
+    """
+    preset = get_preset(augment.preset)
+    overrides = {
+        item.name: getattr(augment, item.name)
+        for item in dataclasses.fields(AugmentControls)
+        if getattr(augment, item.name) is not None
+    }
+    controls = dataclasses.replace(preset, **overrides)
+    policy = controls.random_policy
+    if policy not in _POLICY_DEFAULTS:
+        raise ConfigError(f"augment.random_policy: must be one of {', '.join(_POLICY_DEFAULTS)}, got {policy!r}")
+    ops, magnitude = _POLICY_DEFAULTS[policy]
+    for name in ("random_policy_ops", "random_policy_magnitude"):
+        _require_effect(augment, name, policy != "none",
+                        f"there is no random policy (preset {augment.preset}, augment.random_policy"
+                        f" {augment.random_policy or 'null'}): set augment.random_policy to randaugment or"
+                        " trivialaugment")
+    if policy == "trivialaugment" and augment.random_policy_ops not in (None, 1):
+        raise ConfigError(f"augment.random_policy_ops: trivialaugment applies exactly one operation per image,"
+                          f" got {augment.random_policy_ops}; leave it null or use randaugment")
+    for name in ("cutout_holes", "cutout_size"):
+        _require_effect(augment, name, controls.cutout > 0,
+                        f"cutout is off (preset {augment.preset}, augment.cutout {augment.cutout or 'null'}):"
+                        " set augment.cutout too, e.g. 0.5")
+    _require_effect(augment, "crop_ratio", controls.crop_scale is not None,
+                    f"preset {augment.preset} has no random crop: set augment.crop_scale too, e.g. [0.35, 1.0]")
+    return dataclasses.replace(
+        controls,
+        random_policy_ops=ops if augment.random_policy_ops is None else augment.random_policy_ops,
+        random_policy_magnitude=magnitude if augment.random_policy_magnitude is None
+        else augment.random_policy_magnitude,
+    )
+
+
+def _require_effect(augment: AugmentConfig, name: str, effective: bool, reason: str) -> None:
+    if getattr(augment, name) is not None and not effective:
+        value = getattr(augment, name)
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ConfigError(f"augment.{name}: has no effect, as {reason}; got {shown!r}")
+
+
+class TrainTransform:
+    """A random training transform: optional eval-style geometry, then an albumentations pipeline.
+
+    Each DataLoader worker reseeds it from the worker's own seed on its first image:
+    forked workers start with copies of one random state and would otherwise draw the
+    same augmentations (and two feature views of an image would come out equal).
+    A loader with a seeded generator therefore gives reproducible augmentations.
+
+    Args:
+        pipeline: albumentations steps on a uint8 RGB array, ending in a tensor.
+        geometry: resize and centre crop applied to the Pillow image first, returning a
+            uint8 ``(3, H, W)`` tensor; None when the pipeline crops by itself.
+        seed: seed of the augmentations in this process; None draws one from the OS.
+    """
+
+    def __init__(
+        self,
+        pipeline: A.Compose,
+        geometry: Callable[[Image.Image], torch.Tensor] | None = None,
+        seed: int | None = None,
+    ) -> None:
         self.pipeline = pipeline
+        self.geometry = geometry
+        self._worker_seed: int | None = None
+        if seed is not None:
+            self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random draws from ``seed``: the same seed gives the same sequence of outputs."""
+        # One generator shared by every step: Compose(seed=...) gives each step its own
+        # generator with the same seed, so that, e.g., both flips would always fire together.
+        self.pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.pipeline(image=np.asarray(image))["image"]
+        """Augment one RGB image into a normalised ``(3, H, W)`` float32 tensor."""
+        return self._run(image)["image"]
+
+    def explain(self, image: Image.Image) -> tuple[torch.Tensor, tuple[str, ...]]:
+        """Like calling the transform, also returning the class names of the operations that ran, in order."""
+        self.pipeline.save_applied_params = True
+        try:
+            result = self._run(image)
+        finally:
+            self.pipeline.save_applied_params = False
+        return result["image"], tuple(name for name, _ in result["applied_transforms"])
+
+    def _run(self, image: Image.Image) -> dict[str, Any]:
+        worker = get_worker_info()
+        if worker is not None and worker.seed != self._worker_seed:
+            self._worker_seed = worker.seed
+            self.reseed(worker.seed)
+        if self.geometry is None:
+            pixels = np.asarray(image)
+        else:
+            pixels = np.ascontiguousarray(self.geometry(image).permute(1, 2, 0).numpy())
+        return self.pipeline(image=pixels)
 
 
 def create_eval_transform(settings: DataSettings) -> ImageTransform:
     """timm's own eval pipeline for the backbone: resize, centre crop, normalise."""
+    return _timm_eval(settings, normalize=True)
+
+
+def create_train_transform(
+    augment: AugmentConfig, settings: DataSettings, *, seed: int | None = None
+) -> ImageTransform:
+    """The training pipeline of ``augment``'s effective controls; with every control off, the eval pipeline.
+
+    Order: random resized crop (or eval resize and centre crop when ``crop_scale`` is
+    None), flips, rotation, colour jitter, random policy, blur, noise, cutout, normalise.
+
+    Args:
+        augment: the preset and its overrides.
+        settings: the backbone's input size, interpolation, mean and std.
+        seed: seed of the random draws in this process (DataLoader workers reseed
+            from their own seeds); None draws one from the OS.
+
+    Raises:
+        ConfigError: an invalid preset or combination of controls (see ``resolve_controls``),
+            or an interpolation OpenCV lacks; the message names the field.
+    """
+    controls = resolve_controls(augment)
+    if not controls.changes_images:
+        return create_eval_transform(settings)
+    height, width = settings.input_size[1:]
+    interpolation = _CV2_INTERPOLATION.get(settings.interpolation)
+    if interpolation is None:
+        raise ConfigError(f"data_settings.interpolation: must be one of {', '.join(_CV2_INTERPOLATION)} for"
+                          f" augmentation, got {settings.interpolation!r}")
+    fill = tuple(round(255 * value) for value in settings.mean)
+    steps: list[Transform] = []
+    geometry = None
+    if controls.crop_scale is None:
+        geometry = _timm_eval(settings, normalize=False)
+    else:
+        # area_for_downscale: INTER_AREA when shrinking, so large photos do not alias.
+        steps.append(A.RandomResizedCrop(size=(height, width), scale=controls.crop_scale, ratio=controls.crop_ratio,
+                                         interpolation=interpolation, area_for_downscale="image", p=1.0))
+    if controls.horizontal_flip > 0:
+        steps.append(A.HorizontalFlip(p=controls.horizontal_flip))
+    if controls.vertical_flip > 0:
+        steps.append(A.VerticalFlip(p=controls.vertical_flip))
+    if controls.rotation_degrees > 0:
+        # Reflected borders keep the uncovered corners looking like image, not like black wedges.
+        steps.append(A.Rotate(limit=controls.rotation_degrees, interpolation=interpolation,
+                              border_mode=cv2.BORDER_REFLECT_101, p=1.0))
+    if controls.color_jitter > 0:
+        strength = controls.color_jitter
+        steps.append(A.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=strength / 4,
+                                   p=1.0))
+    if controls.random_policy != "none":
+        steps.append(create_random_policy(controls.random_policy, controls.random_policy_ops,
+                                          controls.random_policy_magnitude, fill=fill))
+    if controls.blur > 0:
+        steps.append(A.GaussianBlur(blur_limit=(3, 7), sigma_limit=(0.1, 2.0), p=controls.blur))
+    if controls.noise > 0:
+        steps.append(A.GaussNoise(std_range=(0.02, 0.1), p=controls.noise))
+    if controls.cutout > 0:
+        steps.append(A.CoarseDropout(num_holes_range=controls.cutout_holes, hole_height_range=controls.cutout_size,
+                                     hole_width_range=controls.cutout_size, fill=fill, p=controls.cutout))
+    steps += [A.Normalize(mean=settings.mean, std=settings.std, max_pixel_value=255.0, p=1.0), ToTensorV2(p=1.0)]
+    return TrainTransform(A.Compose(steps, p=1.0), geometry=geometry, seed=seed)
+
+
+def describe_train_transform(augment: AugmentConfig, settings: DataSettings) -> str:
+    """A stable text naming the training transform, for cache keys and logs.
+
+    It changes whenever an effective control, the data settings or the pipeline's
+    version changes, and only then: a set value equal to the preset's gives the same text.
+
+    Raises:
+        ConfigError: as ``resolve_controls``.
+    """
+    controls = resolve_controls(augment)
+    data = json.dumps(settings.to_dict(), sort_keys=True)
+    if not controls.changes_images:
+        return f"eval;{data}"
+    return f"augment-v{_PIPELINE_VERSION};{json.dumps(controls.to_dict(), sort_keys=True)};{data}"
+
+
+def _timm_eval(settings: DataSettings, *, normalize: bool) -> Any:
+    """timm's eval transform; without ``normalize`` it ends in a uint8 ``(3, H, W)`` tensor."""
     return create_transform(
         input_size=settings.input_size,
         is_training=False,
@@ -56,37 +343,5 @@ def create_eval_transform(settings: DataSettings) -> ImageTransform:
         std=settings.std,
         crop_pct=settings.crop_pct,
         crop_mode=settings.crop_mode,
+        normalize=normalize,
     )
-
-
-def create_train_transform(augment: AugmentConfig, settings: DataSettings) -> ImageTransform:
-    """The training pipeline for ``augment.preset``; ``none`` is the eval pipeline.
-
-    Raises:
-        ConfigError: an unknown preset (named by field).
-    """
-    if augment.preset == "none":
-        return create_eval_transform(settings)
-    builder = _PRESETS.get(augment.preset)
-    if builder is None:
-        raise ConfigError(f"augment.preset: must be one of {', '.join(['none', *_PRESETS])}, got {augment.preset!r}")
-    height, width = settings.input_size[1:]
-    interpolation = _CV2_INTERPOLATION.get(settings.interpolation, cv2.INTER_LINEAR)
-    steps = builder(height, width, interpolation)
-    normalise = [A.Normalize(mean=settings.mean, std=settings.std, max_pixel_value=255.0), ToTensorV2()]
-    return _Albumentations(A.Compose([*steps, *normalise]))
-
-
-def describe_train_transform(augment: AugmentConfig, settings: DataSettings) -> str:
-    """A stable text naming the training transform, for cache keys and logs."""
-    return f"preset={augment.preset};{settings.to_dict()}"
-
-
-def _light(height: int, width: int, interpolation: int) -> list[A.BasicTransform]:
-    return [
-        A.RandomResizedCrop(size=(height, width), scale=(0.35, 1.0), interpolation=interpolation),
-        A.HorizontalFlip(p=0.5),
-    ]
-
-
-_PRESETS: dict[str, Callable[[int, int, int], list[A.BasicTransform]]] = {"light": _light}
