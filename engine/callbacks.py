@@ -123,6 +123,7 @@ class MetricsRecorder(Callback):
         targets = state.targets
         correct = logits.argmax(dim=1) == targets
         self._add(f"{prefix}_top1", float(correct.sum()))
+        self._add(f"{prefix}_hard_count", count)
         if not state.training:
             k = min(5, logits.shape[1])
             top_k = logits.topk(k, dim=1).indices
@@ -138,7 +139,8 @@ class MetricsRecorder(Callback):
         for prefix in ("train", "val"):
             count = self._sums.get(f"{prefix}_count", 0)
             row[f"{prefix}_loss"] = self._sums[f"{prefix}_loss"] / count if count else None
-            row[f"{prefix}_top1"] = self._sums.get(f"{prefix}_top1", 0) / count if count else None
+            hard = self._sums.get(f"{prefix}_hard_count", 0)  # batches with class indices, not mixed targets
+            row[f"{prefix}_top1"] = self._sums.get(f"{prefix}_top1", 0) / hard if hard else None
         val_count = self._sums.get("val_count", 0)
         has_top5 = val_count and len(self.class_names) >= 5
         row["val_top5"] = self._sums.get("val_top5", 0) / val_count if has_top5 else None

@@ -1,4 +1,4 @@
-"""Training-recipe callbacks: EMA weights, early stopping, gradual unfreezing, mixed batches.
+"""Training-recipe callbacks: mixed batches, EMA weights, early stopping, gradual unfreezing.
 
 Each is one setting of the config turned into a loop feature; none edits the loop.
 """
@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from timm.data import Mixup
 from timm.utils import ModelEmaV3
 from torch import nn
 
+from augment.mixing import mix_batch
 from engine.callbacks import EPOCH_METRICS
 from engine.checkpoint import save_checkpoint
 from engine.config import RunConfig
@@ -19,6 +21,23 @@ from engine.device import DevicePlan
 from engine.loop import Callback, CancelFit, LoopState
 from engine.runfolder import RunFolder
 from engine.setup import apply_trainable_stages, refill_parameter_groups
+
+
+class MixBatches(Callback):
+    """Mixup / CutMix: replaces each training batch by mixed inputs with soft targets (timm's Mixup).
+
+    Args:
+        mixup: from ``augment.create_mixup``; its targets carry the label smoothing.
+    """
+
+    order = -30  # before anything looks at the batch
+
+    def __init__(self, mixup: Mixup) -> None:
+        self.mixup = mixup
+
+    def before_batch(self, state: LoopState) -> None:
+        if state.training and state.targets is not None and len(state.targets) > 1:
+            state.inputs, state.targets = mix_batch(self.mixup, state.inputs, state.targets)
 
 
 class EmaWeights(Callback):

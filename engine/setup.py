@@ -120,7 +120,7 @@ def _feature_extraction_setup(
     eval_space = f"{loaded.backbone}|{loaded.weights_id}|eval|{settings.to_dict()}"
     train_space = f"{loaded.backbone}|{loaded.weights_id}|train|{describe_train_transform(config.augment, settings)}"
     eval_view = FeatureView(FeatureCache(eval_space), 0, create_eval_transform(settings))
-    train_transform = create_train_transform(config.augment, settings)
+    train_transform = create_train_transform(config.augment, settings, seed=config.seed)
     train_cache = FeatureCache(train_space)
     extra_views = [FeatureView(train_cache, n, train_transform) for n in range(1, config.augment.feature_views)]
 
@@ -200,7 +200,7 @@ def _fine_tune_setup(
     return TrainingSetup(
         loaded=loaded,
         loop_model=model,
-        train_batches=loader("train", create_train_transform(config.augment, settings), train=True),
+        train_batches=loader("train", create_train_transform(config.augment, settings, seed=config.seed), train=True),
         val_batches=loader("val", create_eval_transform(settings), train=False),
         plan=plan,
         parts=parts,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from augment import create_mixup
 from engine.backbones import LoadedBackbone
 from engine.callbacks import CheckpointSaver, EventReporter, LRSchedule, MetricsRecorder, ProgressBar, StopWatcher
 from engine.checkpoint import Checkpoint, load_checkpoint, read_checkpoint_metadata
@@ -29,7 +30,7 @@ from engine.loop import Callback, CancelFit, Loop, LoopState
 from engine.losses import create_loss
 from engine.paths import project_dir_for
 from engine.prepare import PreparedDataset, prepare_dataset
-from engine.recipes import EarlyStopping, EmaWeights, GradualUnfreezing, trainable_stages_at
+from engine.recipes import EarlyStopping, EmaWeights, GradualUnfreezing, MixBatches, trainable_stages_at
 from engine.runfolder import RunFolder, new_run_dir
 from engine.schedules import create_scheduler
 from engine.setup import TrainingSetup, build_training, create_optimizer
@@ -208,7 +209,8 @@ def _train_in_folder(
         callbacks: list[Callback] = [
             stop_watcher, LRSchedule(scheduler, first_epoch=stage.first_epoch), recorder, saver,
             EventReporter(folder, every_steps=max(1, batches_per_epoch // 10), history=recorder.history),
-            *_recipe_callbacks(config, setup, stage, folder, metadata, loss_function, recorder.history),
+            *_recipe_callbacks(config, setup, stage, folder, metadata, loss_function, recorder.history,
+                               len(dataset.classes)),
             *extra_callbacks,
         ]
         if progress_bar:
@@ -233,8 +235,12 @@ def _recipe_callbacks(
     metadata: dict[str, Any],
     loss_function: nn.Module,
     history: list[dict[str, Any]],
+    num_classes: int,
 ) -> list[Callback]:
     callbacks: list[Callback] = []
+    mixup = create_mixup(config.augment, num_classes, config.optim.label_smoothing)
+    if mixup is not None:
+        callbacks.append(MixBatches(mixup))
     if config.optim.ema:
         callbacks.append(EmaWeights(
             loop_model=setup.loop_model, export_model=setup.loaded.model, val_batches=setup.val_batches,

@@ -123,3 +123,18 @@ def test_mlp_head_run_with_a_step_schedule_predicts_from_its_checkpoint(three_cl
     predictor = Predictor(result.best_checkpoint, device="cpu")
     images = sorted((three_classes / "trouser").glob("*.png"))[:5]
     assert [p.labels[0] for p in predictor.predict(images, top_k=2)].count("trouser") >= 4
+
+
+@pytest.mark.parametrize(
+    ("mode", "mixing"),
+    [("feature_extraction", {"augment.mixup_alpha": 0.4}),
+     ("fine_tune", {"augment.mixup_alpha": 0.4, "augment.cutmix_alpha": 1.0, "augment.preset": "standard"})],
+)
+def test_mixed_batches_train_with_soft_targets(three_classes: Path, tmp_path: Path, mode: str, mixing: dict) -> None:
+    config = small_config(three_classes, **{"model.mode": mode, "optim.epochs": 1, "optim.label_smoothing": 0.1,
+                                            **mixing})
+    result = train(config, tmp_path / "run")
+    row = result.history[0]
+    assert result.state == "finished"
+    assert row["train_top1"] is None  # accuracy is undefined on soft targets
+    assert row["val_top1"] is not None and row["val_loss"] is not None
