@@ -57,17 +57,42 @@ def build_parser() -> argparse.ArgumentParser:
                          "python main.py train photos/ --config my.yaml --set optim.batch_size=64",
                          "python main.py train --resume photos/.transfer-studio/runs/20261124-101500-resnet18"))
     train.add_argument("data", nargs="?", help="the dataset (omit with --resume)")
-    train.add_argument("--config", metavar="FILE", help="YAML config (see: main.py config --default)")
+    _add_config_arguments(train)
     train.add_argument("--run-dir", metavar="DIR", help="run folder (default: new, in DATA/.transfer-studio/runs)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its last checkpoint")
-    train.add_argument("--backbone", help="timm model name (model.backbone)")
-    train.add_argument("--mode", choices=("feature_extraction", "fine_tune"), help="model.mode")
-    train.add_argument("--epochs", type=int, help="optim.epochs")
-    train.add_argument("--lr", type=float, help="optim.learning_rate")
-    train.add_argument("--batch-size", type=int, help="optim.batch_size")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="any config field, e.g. --set model.trainable_stages=3 (repeatable)")
     train.add_argument("--events-only", action="store_true", help="print only JSON events on stdout (for the GUI)")
+
+    lr_find = commands.add_parser(
+        "lr-find", help="learning-rate range test: sweep the rate, suggest one", formatter_class=formatter,
+        epilog=_examples("python main.py lr-find resources/demo",
+                         "python main.py lr-find photos/ --mode fine_tune --steps 150 --out lr-sweep"))
+    lr_find.add_argument("data", help="the dataset")
+    _add_config_arguments(lr_find)
+    lr_find.add_argument("--out", metavar="DIR", help="output folder (default: new, in DATA/.transfer-studio/lr-find)")
+    lr_find.add_argument("--start-lr", type=float, default=1e-7, help="first rate of the sweep (default 1e-7)")
+    lr_find.add_argument("--end-lr", type=float, default=10.0, help="last rate of the sweep (default 10)")
+    lr_find.add_argument("--steps", type=int, default=100, help="optimizer steps of the sweep (default 100)")
+    lr_find.add_argument("--events-only", action="store_true", help="print only JSON events on stdout (for the GUI)")
+
+    sanity = commands.add_parser(
+        "sanity", help="check that the model can memorise a small sample (it must reach 100%%)",
+        formatter_class=formatter,
+        epilog=_examples("python main.py sanity resources/demo", "python main.py sanity photos/ --images 40"))
+    sanity.add_argument("data", help="the dataset")
+    _add_config_arguments(sanity)
+    sanity.add_argument("--out", metavar="DIR", help="also write events into this new folder")
+    sanity.add_argument("--images", type=int, default=20, help="sample size (default 20)")
+    sanity.add_argument("--max-steps", type=int, default=300, help="give up after this many steps (default 300)")
+    sanity.add_argument("--events-only", action="store_true", help="print only JSON events on stdout (for the GUI)")
+
+    preview = commands.add_parser(
+        "preview", help="write a grid of augmented samples of your own images", formatter_class=formatter,
+        epilog=_examples("python main.py preview resources/demo --out grid.png",
+                         "python main.py preview photos/ --set augment.preset=strong --set augment.mixup_alpha=0.2"))
+    preview.add_argument("data", help="the dataset")
+    _add_config_arguments(preview)
+    preview.add_argument("--out", metavar="FILE", default="augment-preview.png", help="PNG to write")
+    preview.add_argument("--samples", type=int, default=16, help="augmented samples in the grid (default 16)")
 
     predict = commands.add_parser(
         "predict", help="predict labels of images with a trained checkpoint", formatter_class=formatter,
@@ -93,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every command that builds a RunConfig takes."""
+    parser.add_argument("--config", metavar="FILE", help="YAML config (see: main.py config --default)")
+    parser.add_argument("--backbone", help="timm model name (model.backbone)")
+    parser.add_argument("--mode", choices=("feature_extraction", "fine_tune", "two_stage"), help="model.mode")
+    parser.add_argument("--epochs", type=int, help="optim.epochs")
+    parser.add_argument("--lr", type=float, help="optim.learning_rate")
+    parser.add_argument("--batch-size", type=int, help="optim.batch_size")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any config field, e.g. --set model.trainable_stages=3 (repeatable)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the app or a command; returns the process exit code."""
     arguments = build_parser().parse_args(argv)
@@ -103,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import engine  # noqa: F401  (makes torchvision importable before any command needs timm)
     from engine.errors import TransferStudioError
 
-    handlers = {"scan": _scan, "train": _train, "predict": _predict, "config": _config, "backbones": _backbones}
+    handlers = {"scan": _scan, "train": _train, "lr-find": _lr_find, "sanity": _sanity, "preview": _preview,
+                "predict": _predict, "config": _config, "backbones": _backbones}
     try:
         return handlers[arguments.command](arguments)
     except TransferStudioError as error:
@@ -166,6 +204,52 @@ def _config_from_arguments(arguments: argparse.Namespace) -> RunConfig:
 
         raise DatasetError(f"data folder not found: {arguments.data}")
     return config.with_changes(**changes)
+
+
+def _lr_find(arguments: argparse.Namespace) -> int:
+    from engine.lr_finder import find_learning_rate
+    from engine.paths import project_dir_for
+    from engine.runfolder import new_run_dir
+
+    config = _config_from_arguments(arguments)
+    out = Path(arguments.out) if arguments.out else new_run_dir(project_dir_for(config.data.path),
+                                                                config.model.backbone, kind="lr-find")
+    echo = sys.stdout if arguments.events_only else None
+    result = find_learning_rate(config, out, start_lr=arguments.start_lr, end_lr=arguments.end_lr,
+                                num_steps=arguments.steps, echo=echo)
+    if not arguments.events_only:
+        print(result.reason)
+        print(f"curve: {result.plot_path} and {result.csv_path}")
+        if result.suggestion is not None:
+            print(f"to train with it: python main.py train {arguments.data} --lr {result.learning_rate_setting:.1g}")
+    return EXIT_OK
+
+
+def _sanity(arguments: argparse.Namespace) -> int:
+    from engine.sanity import run_sanity_check
+
+    config = _config_from_arguments(arguments)
+    echo = sys.stdout if arguments.events_only else None
+    result = run_sanity_check(config, num_images=arguments.images, max_steps=arguments.max_steps,
+                              out_dir=arguments.out, echo=echo)
+    if not arguments.events_only:
+        print(result.message)
+        for number, cause in enumerate(result.likely_causes, start=1):
+            print(f"  {number}. {cause}")
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _preview(arguments: argparse.Namespace) -> int:
+    from augment import preview_dataset
+    from engine.backbones import create_model, resolve_data_settings
+
+    config = _config_from_arguments(arguments)
+    model = create_model(config.model.backbone, num_classes=2, weights="none").model
+    settings = resolve_data_settings(model, config.data.input_size)
+    grid = preview_dataset(config.data.path, config.augment, arguments.samples, settings=settings, seed=config.seed)
+    grid.save(arguments.out)
+    print(f"preview of preset '{config.augment.preset}' written to {arguments.out}")
+    return EXIT_OK
 
 
 def _predict(arguments: argparse.Namespace) -> int:

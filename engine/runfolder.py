@@ -179,10 +179,10 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
     return EventTail(target).read_new()
 
 
-def new_run_dir(project_dir: Path, backbone: str) -> Path:
-    """A fresh, sortable run folder name under ``project_dir/runs``."""
+def new_run_dir(project_dir: Path, backbone: str, *, kind: str = "runs") -> Path:
+    """A fresh, sortable folder name under ``project_dir/kind`` (``runs``, ``lr-find``...)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = project_dir / "runs" / f"{stamp}-{backbone}"
+    base = project_dir / kind / f"{stamp}-{backbone}"
     candidate, counter = base, 1
     while candidate.exists():
         counter += 1
