@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import io
 import math
-import random
 import textwrap
 import traceback
 from collections.abc import Sequence
@@ -30,10 +29,9 @@ from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.loop import Callback, CancelFit, Loop, LoopState
 from engine.losses import create_loss
-from engine.prepare import prepare_dataset
 from engine.runfolder import RunFolder
 from engine.schedules import scaled_learning_rate
-from engine.setup import Reporter, TrainingSetup, build_training, create_optimizer
+from engine.setup import Reporter, TrainingSetup, build_training, create_optimizer, prepare_run_data, seed_everything
 
 DONE_REASON = "lr_find_done"
 DIVERGENCE_FACTOR = 3.0  # stop once the smoothed loss exceeds this many times its minimum
@@ -353,11 +351,8 @@ def _find_in_folder(
     end_lr: float,
     num_steps: int,
 ) -> LRFinderResult:
-    _seed_everything(config.seed)
-    dataset = prepare_dataset(
-        config.data.path, val_fraction=config.data.val_fraction, test_fraction=config.data.test_fraction,
-        seed=config.data.split_seed,
-    )
+    seed_everything(config.seed)
+    dataset = prepare_run_data(config)
     setup = build_training(config, dataset, report=folder.write_event, check_stop=stop_watcher.check)
     # A two-stage run starts by training the head alone: that first stage is what is swept.
     swept_mode = "feature_extraction" if config.model.mode == "two_stage" else config.model.mode
@@ -487,11 +482,3 @@ def _format_rate(rate: float, *, digits: int = 2) -> str:
     """``2.1e-3`` (``digits`` significant digits), without the exponent's leading zeros and plus sign."""
     mantissa, exponent = f"{rate:.{digits - 1}e}".split("e")
     return f"{mantissa}e{int(exponent)}"
-
-
-def _seed_everything(seed: int) -> None:
-    # As engine.train does before a run, so a sweep of the same config repeats exactly.
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-

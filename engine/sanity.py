@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -29,9 +28,8 @@ from engine.errors import ConfigError
 from engine.health import FileRecord
 from engine.loop import Callback, CancelFit, Loop, LoopState
 from engine.losses import create_loss
-from engine.prepare import prepare_dataset
 from engine.runfolder import RunFolder
-from engine.setup import Reporter, build_training, create_optimizer
+from engine.setup import Reporter, build_training, create_optimizer, prepare_run_data, seed_everything
 
 # Everything that makes memorising harder on purpose, switched off. ``augment`` is
 # replaced whole, so explicit overrides (a flip chance set with the preset) go too.
@@ -261,11 +259,8 @@ def _check(
     callbacks: Sequence[Callback],
     check_stop: Callable[[], None] | None = None,
 ) -> SanityResult:
-    _seed_everything(config.seed)
-    dataset = prepare_dataset(
-        config.data.path, val_fraction=config.data.val_fraction, test_fraction=config.data.test_fraction,
-        seed=config.data.split_seed,
-    )
+    seed_everything(config.seed)
+    dataset = prepare_run_data(config)
     sample = select_sample(dataset.splits["train"], num_images, seed=config.seed)
     # The sample is both what trains and what is measured (with evaluation transforms).
     sample_dataset = dataclasses.replace(dataset, splits={"train": sample, "val": sample, "test": ()})
@@ -355,11 +350,3 @@ def _payload(result: SanityResult) -> dict[str, Any]:
         "final_loss": number(result.final_loss), "initial_loss": number(result.initial_loss),
         "num_images": result.num_images, "message": result.message, "likely_causes": result.likely_causes,
     }
-
-
-def _seed_everything(seed: int) -> None:
-    # As engine.train does before a run.
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-

@@ -6,10 +6,12 @@ sees exactly the model, data and parameter groups a real run would.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from timm.layers import freeze_batch_norm_2d
 from timm.optim import create_optimizer_v2, param_groups_layer_decay
@@ -30,7 +32,7 @@ from engine.device import DevicePlan, plan_device
 from engine.errors import DatasetError
 from engine.features import FeatureCache, FeatureView, extract_features
 from engine.heads import create_head, install_head
-from engine.prepare import PreparedDataset
+from engine.prepare import PreparedDataset, prepare_dataset
 from engine.schedules import scaled_learning_rate
 
 Reporter = Callable[..., Any]
@@ -61,6 +63,21 @@ class TrainingSetup:
     plan: DevicePlan
     parts: dict[str, list[nn.Parameter]]
     train_targets: torch.Tensor
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy (timm's Mixup draws from it) and torch, so a config repeats exactly."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_run_data(config: RunConfig) -> PreparedDataset:
+    """Scan and split the config's dataset (``data.path``, fractions, split seed)."""
+    return prepare_dataset(
+        config.data.path, val_fraction=config.data.val_fraction, test_fraction=config.data.test_fraction,
+        seed=config.data.split_seed,
+    )
 
 
 def build_training(

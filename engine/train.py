@@ -8,14 +8,12 @@ failure is recorded there as ``run_failed`` before it propagates.
 from __future__ import annotations
 
 import dataclasses
-import random
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -29,11 +27,11 @@ from engine.heads import head_signature
 from engine.loop import Callback, CancelFit, Loop, LoopState
 from engine.losses import create_loss
 from engine.paths import project_dir_for
-from engine.prepare import PreparedDataset, prepare_dataset
+from engine.prepare import PreparedDataset
 from engine.recipes import EarlyStopping, EmaWeights, GradualUnfreezing, MixBatches, trainable_stages_at
 from engine.runfolder import RunFolder, new_run_dir
 from engine.schedules import create_scheduler
-from engine.setup import TrainingSetup, build_training, create_optimizer
+from engine.setup import TrainingSetup, build_training, create_optimizer, prepare_run_data, seed_everything
 
 
 @dataclass
@@ -149,13 +147,8 @@ def _train_in_folder(
     progress_bar: bool,
     extra_callbacks: Sequence[Callback],
 ) -> RunResult:
-    _seed_everything(config.seed)
-    dataset = prepare_dataset(
-        config.data.path,
-        val_fraction=config.data.val_fraction,
-        test_fraction=config.data.test_fraction,
-        seed=config.data.split_seed,
-    )
+    seed_everything(config.seed)
+    dataset = prepare_run_data(config)
     folder.write_event(
         "dataset_scanned", root=dataset.root, classes=list(dataset.classes),
         counts={split: len(records) for split, records in dataset.splits.items()},
@@ -304,9 +297,3 @@ def _read_resume_point(folder: RunFolder, checkpoint_path: Path) -> _ResumePoint
     best_path = folder.checkpoint_path("best")
     best_score = read_checkpoint_metadata(best_path).get("score") if best_path.is_file() else None
     return _ResumePoint(checkpoint, completed, int(checkpoint.metadata["step"]), history, best_score)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
