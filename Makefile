@@ -21,6 +21,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.step_overhead
 	$(PY) -m bench.feature_cache
+	$(PY) -m bench.augment_throughput
 
 # torch first, from its exact pin: letting pip choose it pulls a CUDA build of gigabytes.
 $(STAMP): pyproject.toml constraints.txt
