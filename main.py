@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--default", action="store_true", help="print the commented default config")
     action.add_argument("--check", metavar="FILE", help="validate a config file")
 
+    doctor = commands.add_parser(
+        "doctor", help="list the training doctor's checks and what each one watches", formatter_class=formatter,
+        epilog=_examples("python main.py doctor --list",
+                         "python main.py train photos/ --set doctor.checks=[divergence,overfitting]"))
+    doctor.add_argument("--list", action="store_true", required=True, help="list every check")
+
     backbones = commands.add_parser(
         "backbones", help="list timm backbones and where their weights come from", formatter_class=formatter,
         epilog=_examples("python main.py backbones", "python main.py backbones 'resnet*'"))
@@ -141,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from engine.errors import TransferStudioError
 
     handlers = {"scan": _scan, "train": _train, "lr-find": _lr_find, "sanity": _sanity, "preview": _preview,
-                "predict": _predict, "config": _config, "backbones": _backbones}
+                "predict": _predict, "config": _config, "doctor": _doctor, "backbones": _backbones}
     try:
         return handlers[arguments.command](arguments)
     except TransferStudioError as error:
@@ -278,6 +284,17 @@ def _config(arguments: argparse.Namespace) -> int:
     else:
         load_config(arguments.check)
         print(f"{arguments.check}: valid")
+    return EXIT_OK
+
+
+def _doctor(arguments: argparse.Namespace) -> int:
+    import textwrap
+
+    from engine.doctor import list_checks
+
+    for check in list_checks():
+        print(f"{check.name}  ({check.title})")
+        print(textwrap.indent(textwrap.fill(check.description, 88), "    "))
     return EXIT_OK
 
 

@@ -30,6 +30,8 @@ _EXPORTS = {
     "engine.lr_finder": ("LRFinder", "LRFinderCurve", "LRFinderResult", "lr_range_test", "suggest_learning_rate",
                          "find_learning_rate"),
     "engine.sanity": ("SanityResult", "run_sanity_check", "sanity_config"),
+    "engine.doctor": ("Diagnosis", "DoctorContext", "DoctorCheck", "create_doctor", "register_check", "get_check",
+                      "list_checks"),
     "engine.loop": ("Loop", "LoopState", "Callback", "CancelBatch", "CancelEpoch", "CancelFit"),
     "engine.runfolder": ("RunFolder", "EventTail", "read_events"),
     "engine.checkpoint": ("Checkpoint", "load_checkpoint", "save_checkpoint", "read_checkpoint_metadata"),

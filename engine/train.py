@@ -22,6 +22,7 @@ from engine.backbones import LoadedBackbone
 from engine.callbacks import CheckpointSaver, EventReporter, LRSchedule, MetricsRecorder, ProgressBar, StopWatcher
 from engine.checkpoint import Checkpoint, load_checkpoint, read_checkpoint_metadata
 from engine.config import RunConfig
+from engine.doctor import DoctorContext, create_doctor
 from engine.errors import ConfigError
 from engine.heads import head_signature
 from engine.loop import Callback, CancelFit, Loop, LoopState
@@ -154,6 +155,10 @@ def _train_in_folder(
         counts={split: len(records) for split, records in dataset.splits.items()},
         problems=len(dataset.report.problems), excluded=len(dataset.report.excluded_paths()),
     )
+    # One set of checks watches every stage of the run.
+    doctor = create_doctor(config, DoctorContext(
+        config=config, num_classes=len(dataset.classes), report=folder.write_event, health=dataset.report,
+    ))
     resumed = _read_resume_point(folder, resume_from) if resume_from is not None else None
     start_epoch = resumed.completed_epoch + 1 if resumed else 1
     step = resumed.step if resumed else 0
@@ -204,6 +209,7 @@ def _train_in_folder(
             EventReporter(folder, every_steps=max(1, batches_per_epoch // 10), history=recorder.history),
             *_recipe_callbacks(config, setup, stage, folder, metadata, loss_function, recorder.history,
                                len(dataset.classes)),
+            *doctor,
             *extra_callbacks,
         ]
         if progress_bar:
