@@ -81,7 +81,10 @@ class BoundField(QWidget):
         except ValueError as error:
             self._on_state_field_error(self.path, f"{self.path}: {error}")
             return False
-        return self.state.set_value(self.path, value)
+        accepted = self.state.set_value(self.path, value)
+        if accepted:
+            self._on_state_field_error(self.path, "")  # a local parse error of an earlier attempt
+        return accepted
 
     @property
     def error(self) -> str:
