@@ -60,6 +60,8 @@ def test_feature_extraction_on_the_demo_beats_chance_by_far(demo_run: Path) -> N
     assert "offline package" in best.metadata["weights_source"]
     assert RunConfig.from_dict(best.metadata["config"]) == folder.load_config()
     assert folder.read_status()["state"] == "finished"
+    diagnoses = [e for e in read_events(demo_run) if e["event"] == "diagnosis_raised"]
+    assert not [d for d in diagnoses if d["severity"] != "info"], diagnoses  # a healthy run: no false alarms
 
 
 def test_features_are_computed_once_and_never_during_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
