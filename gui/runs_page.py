@@ -1,0 +1,567 @@
+"""The "Runs" page: every run of the open project in a sortable table, their curves overlaid.
+
+The project's run folders are read on a pool thread (``gui.run_list``); selecting
+runs overlays their validation accuracy and loss per epoch. One selected run can be
+opened in the file manager, resumed through the ``RunController``, or have its
+config loaded into the forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QEvent,
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+    QUrl,
+    Signal,
+)
+from PySide6.QtGui import QColor, QDesktopServices, QFont, QPalette
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QStyle,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.errors import ConfigError
+from engine.paths import project_dir_for
+from engine.runfolder import RunFolder
+from gui.config_state import ConfigState
+from gui.message_panel import MessagePanel
+from gui.run_controller import RunController
+from gui.run_list import RunSummary, list_runs, runs_folder
+from gui.style import ok_color, severity_color
+from gui.workers import Worker, run_in_thread_pool
+
+# Tableau 10: distinct on light and dark backgrounds, and for the common colour-vision deficiencies.
+CURVE_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
+                "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
+RESUMABLE_STATES = ("cancelled", "failed", "interrupted")
+MODE_NAMES = {"feature_extraction": "feature extraction", "fine_tune": "fine-tune", "two_stage": "two-stage"}
+INTERRUPTED_TIP = ("The run has no final event: its process was killed or crashed, "
+                   "or it is still running outside this window.")
+_REFRESH_DELAY_MS = 500  # progress events of a run arrive in bursts; one re-read per burst is enough
+
+
+def displayed_state(run: RunSummary, active_run: Path | None) -> str:
+    """The state the table shows: the files' state, except that only the controller's run is ``running``."""
+    if active_run is not None and run.path == active_run:
+        return "running"
+    if run.state in ("running", "unknown"):
+        return "interrupted"
+    return run.state
+
+
+class RunTableModel(QAbstractTableModel):
+    """One row per run; ``SORT_ROLE`` gives each cell a value that sorts (dates, numbers)."""
+
+    HEADERS = ("Started", "Backbone", "Mode", "Epochs", "Best val. accuracy", "Status")
+    COLUMN_STARTED, COLUMN_BACKBONE, COLUMN_MODE, COLUMN_EPOCHS, COLUMN_BEST, COLUMN_STATUS = range(6)
+    SORT_ROLE = Qt.ItemDataRole.UserRole
+    PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._runs: list[RunSummary] = []
+        self._active_run: Path | None = None
+        self._colors: dict[Path, QColor] = {}
+        self._palette = QPalette()
+
+    def set_runs(self, runs: list[RunSummary]) -> None:
+        """Show these runs."""
+        self.beginResetModel()
+        self._runs = list(runs)
+        self.endResetModel()
+
+    def set_active_run(self, path: Path | None) -> None:
+        """The run folder the controller is running now, if any."""
+        self._active_run = path
+        self._changed(self.COLUMN_STATUS)
+
+    def set_curve_colors(self, colors: dict[Path, QColor]) -> None:
+        """The colour of each run's curves, shown as a swatch beside its date."""
+        self._colors = colors
+        self._changed(self.COLUMN_STARTED)
+
+    def set_palette(self, palette: QPalette) -> None:
+        """The palette that status colours must stay readable on."""
+        self._palette = palette
+        self._changed(self.COLUMN_STATUS)
+
+    def run_at(self, row: int) -> RunSummary:
+        """The run shown in ``row`` (of this model, not of a proxy)."""
+        return self._runs[row]
+
+    def state_of(self, run: RunSummary) -> str:
+        """The state shown for ``run``."""
+        return displayed_state(run, self._active_run)
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._runs)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.HEADERS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        if not index.isValid():
+            return None
+        run, column = self._runs[index.row()], index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(run, column)
+        if role == self.SORT_ROLE:
+            return self._sort_key(run, column)
+        if role == self.PATH_ROLE:
+            return str(run.path)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(run, column)
+        if role == Qt.ItemDataRole.ForegroundRole and column == self.COLUMN_STATUS:
+            return self._status_color(self.state_of(run))
+        if role == Qt.ItemDataRole.DecorationRole and column == self.COLUMN_STARTED:
+            return self._colors.get(run.path)
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in (self.COLUMN_EPOCHS, self.COLUMN_BEST):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def _text(self, run: RunSummary, column: int) -> str:
+        if column == self.COLUMN_STARTED:
+            return run.started.strftime("%Y-%m-%d %H:%M") if run.started else run.name
+        if column == self.COLUMN_BACKBONE:
+            return run.backbone or "—"
+        if column == self.COLUMN_MODE:
+            return MODE_NAMES.get(run.mode or "", run.mode or "—")
+        if column == self.COLUMN_EPOCHS:
+            return f"{run.epochs_done} / {run.epochs_planned}" if run.epochs_planned else "—"
+        if column == self.COLUMN_BEST:
+            return f"{run.best_val_top1:.1%}" if run.best_val_top1 is not None else "—"
+        state = self.state_of(run)
+        return f"{state}: {run.reason}" if run.reason and state in ("cancelled", "failed", "unreadable") else state
+
+    def _sort_key(self, run: RunSummary, column: int) -> object:
+        if column == self.COLUMN_STARTED:
+            return run.started.timestamp() if run.started else 0.0
+        if column == self.COLUMN_EPOCHS:
+            return run.epochs_done
+        if column == self.COLUMN_BEST:
+            return run.best_val_top1 if run.best_val_top1 is not None else -1.0
+        return self._text(run, column).casefold()
+
+    def _tooltip(self, run: RunSummary, column: int) -> str:
+        if column != self.COLUMN_STATUS:
+            return str(run.path)
+        state = self.state_of(run)
+        if state == "interrupted":
+            return INTERRUPTED_TIP
+        return run.reason or state
+
+    def _status_color(self, state: str) -> QColor | None:
+        if state == "finished":
+            return ok_color(self._palette)
+        severity = {"failed": "error", "unreadable": "error", "cancelled": "warning",
+                    "interrupted": "warning", "running": "info"}.get(state)
+        return severity_color(severity, self._palette) if severity else None
+
+    def _changed(self, column: int) -> None:
+        if self._runs:
+            self.dataChanged.emit(self.index(0, column), self.index(len(self._runs) - 1, column))
+
+
+class RunCurves(QWidget):
+    """Validation accuracy and validation loss per epoch of several runs, one colour per run."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.accuracy_plot = pg.PlotWidget(self)
+        self.loss_plot = pg.PlotWidget(self)
+        for plot in (self.accuracy_plot, self.loss_plot):
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.setMenuEnabled(False)
+            plot.setMinimumHeight(160)
+        self.accuracy_plot.setYRange(0, 100, padding=0.06)  # room for the 0 and 100 labels
+        self.accuracy_plot.getViewBox().setMouseEnabled(x=True, y=False)
+        # Accuracies climb and losses fall: the free corners are bottom right and top right.
+        self.accuracy_legend = self.accuracy_plot.addLegend(offset=(-10, -10))
+        self.hint_label = QLabel("Select runs in the table to overlay their validation curves.", self)
+        self.hint_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hint_label.setWordWrap(True)
+        plots = QWidget(self)
+        plots_layout = QHBoxLayout(plots)
+        plots_layout.setContentsMargins(0, 0, 0, 0)
+        plots_layout.addWidget(self.accuracy_plot)
+        plots_layout.addWidget(self.loss_plot)
+        self._stack = QStackedWidget(self)
+        self._stack.addWidget(self.hint_label)
+        self._stack.addWidget(plots)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._stack)
+        self.apply_palette(self.palette())
+
+    def show_runs(self, runs: list[RunSummary]) -> dict[Path, QColor]:
+        """Draw the curves of ``runs`` (in this order); returns the colour given to each run."""
+        colors: dict[Path, QColor] = {}
+        for plot in (self.accuracy_plot, self.loss_plot):
+            plot.clear()
+        self.accuracy_legend.clear()
+        last_epoch = 1.0
+        for index, run in enumerate(runs):
+            color = QColor(CURVE_COLORS[index % len(CURVE_COLORS)])
+            colors[run.path] = color
+            style = {"pen": pg.mkPen(color, width=2), "symbol": "o", "symbolSize": 6,
+                     "symbolBrush": color, "symbolPen": pg.mkPen(color)}
+            epochs, accuracies = run.series("val_top1")
+            self.accuracy_plot.plot(epochs, [100 * value for value in accuracies], name=curve_name(run), **style)
+            self.loss_plot.plot(*run.series("val_loss"), name=curve_name(run), **style)
+            last_epoch = max([last_epoch, *epochs])
+        for plot in (self.accuracy_plot, self.loss_plot):
+            axis = plot.getAxis("bottom")
+            if last_epoch <= 15:
+                axis.setTickSpacing(1, 1)  # whole epochs: pyqtgraph would label halves on short runs
+            else:
+                axis.setTickSpacing()
+            plot.setXRange(1, max(last_epoch, 2), padding=0.05)
+        self.loss_plot.enableAutoRange(axis=pg.ViewBox.YAxis)
+        self._stack.setCurrentIndex(1 if runs else 0)
+        return colors
+
+    def apply_palette(self, palette: QPalette) -> None:
+        """Follow the palette: plot background, axes, titles and legend."""
+        text = palette.color(QPalette.ColorRole.Text)
+        base = palette.color(QPalette.ColorRole.Base)
+        for plot, title, unit in ((self.accuracy_plot, "Validation accuracy", "accuracy (%)"),
+                                  (self.loss_plot, "Validation loss", "loss")):
+            plot.setBackground(base)
+            plot.setTitle(title, color=text.name(), size="10pt")
+            for side in ("left", "bottom"):
+                axis = plot.getAxis(side)
+                axis.setPen(pg.mkPen(palette.color(QPalette.ColorRole.Mid)))
+                axis.setTextPen(pg.mkPen(text))
+            plot.setLabel("left", unit, color=text.name())
+            plot.setLabel("bottom", "epoch", color=text.name())
+        self.accuracy_legend.setLabelTextColor(text)
+        legend_background = QColor(base)
+        legend_background.setAlpha(220)
+        self.accuracy_legend.setBrush(pg.mkBrush(legend_background))
+        self.accuracy_legend.setPen(pg.mkPen(palette.color(QPalette.ColorRole.Mid)))
+
+
+def curve_name(run: RunSummary) -> str:
+    """The legend entry of a run: when it started and its backbone."""
+    started = run.started.strftime("%b %d %H:%M") if run.started else run.name
+    return f"{started} · {run.backbone}"
+
+
+class RunsPage(QWidget):
+    """The runs of the open project: a table, the selected runs' curves, and what to do with one run.
+
+    Args:
+        state: the config being edited; its ``data.path`` names the project, and
+            "Load config into forms" replaces it.
+        controller: runs the "Resume" child; the page follows it to show which run is running.
+        parent: the parent widget.
+    """
+
+    runs_listed = Signal(list)  # the RunSummary list now in the table, after each refresh
+    config_loaded = Signal(object)  # Path of the run whose config was put into the forms
+
+    def __init__(self, state: ConfigState, controller: RunController, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._state = state
+        self._controller = controller
+        self._project_dir: Path | None = None
+        self._worker: Worker | None = None
+        self._select_newest = False
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(_REFRESH_DELAY_MS)
+        self._refresh_timer.timeout.connect(self.refresh)
+
+        self.title_label = QLabel("Runs", self)
+        font = QFont(self.title_label.font())
+        font.setPointSizeF(font.pointSizeF() * 1.35)
+        font.setBold(True)
+        self.title_label.setFont(font)
+        self.summary_label = QLabel(self)
+        self.refresh_button = QPushButton(self.style().standardIcon(QStyle.StandardPixmap.SP_BrowserReload),
+                                          "Refresh", self)
+        self.refresh_button.setToolTip("Read the project's run folders again")
+        self.refresh_button.clicked.connect(self.refresh)
+
+        self.model = RunTableModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(RunTableModel.SORT_ROLE)
+        self.table = QTableView(self)
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(RunTableModel.COLUMN_STARTED, Qt.SortOrder.DescendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().hide()
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(RunTableModel.COLUMN_STATUS, QHeaderView.ResizeMode.Stretch)
+        self.table.selectionModel().selectionChanged.connect(self._on_table_selection_changed)
+
+        self.detail_label = QLabel(self)
+        self.detail_label.setWordWrap(True)
+        self.detail_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_folder_button = QPushButton("Open run folder", self)
+        self.open_folder_button.setToolTip("Show the run's files (config, metrics, checkpoints) in the file manager")
+        self.open_folder_button.clicked.connect(self.open_run_folder)
+        self.resume_button = QPushButton("Resume", self)
+        self.resume_button.setToolTip("Continue a stopped or failed run from its last checkpoint, with its own config")
+        self.resume_button.clicked.connect(self.resume_selected)
+        self.load_config_button = QPushButton("Load config into forms", self)
+        self.load_config_button.setToolTip("Put this run's settings into the training forms, to repeat or vary it")
+        self.load_config_button.clicked.connect(self.load_selected_config)
+        self.curves = RunCurves(self)
+
+        self.message_panel = MessagePanel(self)
+        self._stack = QStackedWidget(self)
+        self._stack.addWidget(self.message_panel)
+        self._stack.addWidget(self._create_content())
+        header_row = QHBoxLayout()
+        header_row.addWidget(self.title_label)
+        header_row.addSpacing(12)
+        header_row.addWidget(self.summary_label, 1)
+        header_row.addWidget(self.refresh_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 12, 12, 8)
+        layout.addLayout(header_row)
+        layout.addWidget(self._stack, 1)
+
+        controller.run_started.connect(self._on_controller_run_started)
+        controller.event_received.connect(self._on_controller_event_received)
+        controller.run_ended.connect(self._on_controller_run_ended)
+        self.model.set_palette(self.palette())
+        self._update_actions()
+        self.refresh()
+
+    @property
+    def project_dir(self) -> Path | None:
+        """The project whose runs are listed; None when no data folder is open."""
+        return self._project_dir
+
+    def refresh(self) -> None:
+        """Read the project's run folders again (on a pool thread); ``runs_listed`` follows."""
+        self._refresh_timer.stop()
+        data_path = self._state.config.data.path
+        project_dir = project_dir_for(data_path) if data_path else None
+        if project_dir != self._project_dir:
+            self._project_dir = project_dir
+            self._select_newest = True
+            self.model.set_runs([])
+            self._on_table_selection_changed()  # no curves of the previous project meanwhile
+        if project_dir is None:
+            self.summary_label.clear()
+            self._show_message("No project open", "Open a data folder on the Project page; its runs appear here.")
+            self.runs_listed.emit([])
+            return
+        if self._worker is not None:
+            self._worker.abort()
+        self._worker = run_in_thread_pool(_list_runs_job, project_dir)
+        self._worker.signals.returned.connect(self._on_worker_returned)
+        self._worker.signals.errored.connect(self._on_worker_errored)
+
+    def selected_runs(self) -> list[RunSummary]:
+        """The selected runs, in table order."""
+        rows = sorted(index.row() for index in self.table.selectionModel().selectedRows())
+        return [self.model.run_at(self.proxy.mapToSource(self.proxy.index(row, 0)).row()) for row in rows]
+
+    def select_runs(self, paths: list[Path]) -> None:
+        """Select the runs in these folders (others are deselected)."""
+        wanted = {str(path) for path in paths}
+        selection = QItemSelection()
+        for row in range(self.proxy.rowCount()):
+            if self.proxy.index(row, 0).data(RunTableModel.PATH_ROLE) in wanted:
+                selection.select(self.proxy.index(row, 0), self.proxy.index(row, self.proxy.columnCount() - 1))
+        flags = QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+        self.table.selectionModel().select(selection, flags)
+
+    def run_folder_url(self) -> QUrl | None:
+        """The ``file:`` URL of the one selected run's folder, or None."""
+        run = self._single_selected()
+        return QUrl.fromLocalFile(str(run.path)) if run is not None else None
+
+    def open_run_folder(self) -> None:
+        """Show the selected run's folder in the platform's file manager."""
+        url = self.run_folder_url()
+        if url is not None:
+            QDesktopServices.openUrl(url)
+
+    def resume_selected(self) -> None:
+        """Continue the selected cancelled, failed or interrupted run from its last checkpoint."""
+        run = self._single_selected()
+        if run is None or not self._can_resume(run):
+            return
+        self._controller.start("train", ["--resume", str(run.path)], run.path)
+
+    def load_selected_config(self) -> None:
+        """Replace the config in the forms with the selected run's."""
+        run = self._single_selected()
+        if run is None:
+            return
+        try:
+            config = RunFolder(run.path).load_config()
+        except ConfigError as error:
+            self.detail_label.setText(f"Cannot load this run's config: {error}")
+            return
+        self._state.replace(config)
+        self.detail_label.setText(f"The settings of {run.name} are now in the forms.")
+        self.config_loaded.emit(run.path)
+
+    # Qt event handlers ---------------------------------------------------------------------------
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() == QEvent.Type.PaletteChange:
+            self.model.set_palette(self.palette())
+            self.curves.apply_palette(self.palette())
+        super().changeEvent(event)
+
+    # Set-up and helpers --------------------------------------------------------------------------
+
+    def _create_content(self) -> QWidget:
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.open_folder_button)
+        buttons.addWidget(self.resume_button)
+        buttons.addWidget(self.load_config_button)
+        buttons.addStretch(1)
+        top = QWidget(self)
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(self.table, 1)
+        top_layout.addWidget(self.detail_label)
+        top_layout.addLayout(buttons)
+        splitter = QSplitter(Qt.Orientation.Vertical, self)
+        splitter.setChildrenCollapsible(False)
+        splitter.addWidget(top)
+        splitter.addWidget(self.curves)
+        splitter.setSizes([240, 400])  # the curves need the height more than a few rows do
+        return splitter
+
+    def _show_message(self, title: str, detail: str, icon: QStyle.StandardPixmap | None = None) -> None:
+        qicon = self.style().standardIcon(icon) if icon is not None else None
+        self.message_panel.show_message(title, detail, icon=qicon)
+        self._stack.setCurrentWidget(self.message_panel)
+
+    def _single_selected(self) -> RunSummary | None:
+        runs = self.selected_runs()
+        return runs[0] if len(runs) == 1 else None
+
+    def _can_resume(self, run: RunSummary) -> bool:
+        return (not self._controller.is_running and run.has_last_checkpoint
+                and self.model.state_of(run) in RESUMABLE_STATES)
+
+    def _update_actions(self) -> None:
+        runs = self.selected_runs()
+        run = runs[0] if len(runs) == 1 else None
+        self.open_folder_button.setEnabled(run is not None)
+        self.load_config_button.setEnabled(run is not None and run.readable)
+        self.resume_button.setEnabled(run is not None and self._can_resume(run))
+        if run is None:
+            self.detail_label.setText(
+                f"{len(runs)} runs selected: their validation curves are overlaid below." if runs
+                else "Select a run to see its curves; select several (Ctrl or Shift) to compare them.")
+            return
+        state = self.model.state_of(run)
+        why = INTERRUPTED_TIP if state == "interrupted" else run.reason
+        self.detail_label.setText(f"{run.path}\n{state.capitalize()}" + (f": {why}" if why else "."))
+
+    def _refresh_soon(self) -> None:
+        # Not restarted by later events: a run with quick epochs still gets a refresh every half second.
+        if not self._refresh_timer.isActive():
+            self._refresh_timer.start()
+
+    def _is_project_run(self, path: Path | None) -> bool:
+        return path is not None and self._project_dir is not None and path.parent == runs_folder(self._project_dir)
+
+    # Slots ---------------------------------------------------------------------------------------
+
+    def _on_worker_returned(self, runs: list[RunSummary]) -> None:
+        if self._worker is None or self.sender() is not self._worker.signals:
+            return  # a listing that a newer refresh replaced
+        self._worker = None
+        selected = [run.path for run in self.selected_runs()]
+        self.model.set_runs(runs)
+        newest = next((run for run in runs if run.readable), None)  # runs come newest first
+        if self._select_newest and newest is not None:
+            selected = [newest.path]  # a newly opened project shows its latest run's curves
+        self._select_newest = False
+        self.select_runs(selected)
+        self.summary_label.setText(_summary_text(runs, self._project_dir))
+        self.summary_label.setToolTip(str(runs_folder(self._project_dir)))
+        if runs:
+            self._stack.setCurrentIndex(1)
+        else:
+            self._show_message("No runs yet", "Runs appear here once you train a model on this project.",
+                               QStyle.StandardPixmap.SP_FileDialogInfoView)
+        self._on_table_selection_changed()
+        self.runs_listed.emit(runs)
+
+    def _on_worker_errored(self, error: Exception) -> None:
+        if self._worker is None or self.sender() is not self._worker.signals:
+            return
+        self._worker = None
+        self._show_message("Cannot read the runs", str(error), QStyle.StandardPixmap.SP_MessageBoxCritical)
+        self.runs_listed.emit([])
+
+    def _on_table_selection_changed(self) -> None:
+        self.model.set_curve_colors(self.curves.show_runs(self.selected_runs()))
+        self._update_actions()
+
+    def _on_controller_run_started(self, run_dir: Path) -> None:
+        self.model.set_active_run(Path(run_dir))
+        self._update_actions()
+        if self._is_project_run(Path(run_dir)):
+            self._refresh_soon()
+
+    def _on_controller_event_received(self, event: dict) -> None:
+        if event.get("event") in ("run_started", "epoch_finished") and self._is_project_run(self._controller.run_dir):
+            self._refresh_soon()
+
+    def _on_controller_run_ended(self, _state: str, _message: str) -> None:
+        self.model.set_active_run(None)
+        self._update_actions()
+        if self._is_project_run(self._controller.run_dir):
+            self.refresh()
+
+
+def _summary_text(runs: list[RunSummary], project_dir: Path) -> str:
+    """E.g. "3 runs of clothes · 1 unreadable folder"."""
+    readable = sum(1 for run in runs if run.readable)
+    text = f"{readable} {'run' if readable == 1 else 'runs'} of {project_dir.parent.name}"
+    unreadable = len(runs) - readable
+    if unreadable:
+        text += f" · {unreadable} unreadable {'folder' if unreadable == 1 else 'folders'}"
+    return text
+
+
+def _list_runs_job(project_dir: Path, *, progress: Callable[[int, int], None],
+                   should_abort: Callable[[], bool]) -> list[RunSummary]:
+    """``list_runs`` in the shape a ``Worker`` calls (the listing is too quick to report or abort)."""
+    return list_runs(project_dir)
