@@ -167,7 +167,8 @@ class CheckpointSaver(Callback):
         model: the module whose weights are saved (the whole network, even when only its head trains).
         metadata: facts every checkpoint carries (classes, backbone, data settings...).
         monitor: metric of the epoch row to maximise (``val_top1``); falls back to lowest ``val_loss``.
-        best_value: the best value of earlier epochs when resuming.
+        best_value: the best score of earlier epochs when resuming.
+        best_epoch: the epoch that scored it.
     """
 
     order = 40
@@ -180,13 +181,14 @@ class CheckpointSaver(Callback):
         *,
         monitor: str = "val_top1",
         best_value: float | None = None,
+        best_epoch: int | None = None,
     ) -> None:
         self.run_folder = run_folder
         self.model = model
         self.metadata = metadata
         self.monitor = monitor
         self.best_value = best_value  # a score: higher is better
-        self.best_epoch: int | None = None
+        self.best_epoch = best_epoch
 
     def after_epoch(self, state: LoopState) -> None:
         row = state.scratch.get(EPOCH_METRICS, {})

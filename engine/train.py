@@ -180,7 +180,8 @@ def _train_in_folder(
         if loaded is None:
             metadata.update(_checkpoint_metadata(config, dataset, setup.loaded))
             saver = CheckpointSaver(folder, setup.loaded.model, metadata, monitor=config.optim.monitor,
-                                    best_value=resumed.best_score if resumed else None)
+                                    best_value=resumed.best_score if resumed else None,
+                                    best_epoch=resumed.best_epoch if resumed else None)
             if resumed is not None:
                 setup.loaded.model.load_state_dict(resumed.checkpoint.model_state)
         loaded = setup.loaded
@@ -292,6 +293,7 @@ class _ResumePoint:
     step: int
     history: list[dict[str, Any]]
     best_score: float | None
+    best_epoch: int | None
 
 
 def _read_resume_point(folder: RunFolder, checkpoint_path: Path) -> _ResumePoint:
@@ -301,5 +303,6 @@ def _read_resume_point(folder: RunFolder, checkpoint_path: Path) -> _ResumePoint
     completed = int(checkpoint.metadata["epoch"])
     history = [row for row in folder.read_metrics() if row.get("epoch") and row["epoch"] <= completed]
     best_path = folder.checkpoint_path("best")
-    best_score = read_checkpoint_metadata(best_path).get("score") if best_path.is_file() else None
-    return _ResumePoint(checkpoint, completed, int(checkpoint.metadata["step"]), history, best_score)
+    best = read_checkpoint_metadata(best_path) if best_path.is_file() else {}
+    return _ResumePoint(checkpoint, completed, int(checkpoint.metadata["step"]), history, best.get("score"),
+                        best.get("epoch"))
