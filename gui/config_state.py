@@ -69,7 +69,9 @@ class ConfigState(QObject):
             path = _field_of(error, changes)
             self._errors[path] = str(error)
             self.field_error.emit(path, str(error))
+            accepted = False
         else:
+            accepted = True
             for path in changes:
                 if self._errors.pop(path, None) is not None:
                     self.field_error.emit(path, "")
@@ -77,7 +79,7 @@ class ConfigState(QObject):
             self.changed.emit(config)
         if self.is_valid != was_valid:
             self.validity_changed.emit(self.is_valid)
-        return not any(path in self._errors for path in changes)
+        return accepted
 
     def replace(self, config: RunConfig) -> None:
         """Take a whole config (loaded from a file or a run); clears every refused edit."""
@@ -100,7 +102,11 @@ class ConfigState(QObject):
 
 
 def _field_of(error: ConfigError, changes: dict[str, Any]) -> str:
-    """The dotted path a validation message starts with, else the first edited field."""
-    head = str(error).split(":", 1)[0].strip()
-    head = head.split("[", 1)[0]
-    return head if "." in head or head in changes else next(iter(changes))
+    """The edited field to mark: the one the message names, else the first edited one.
+
+    A refusal caused by another field (a mode that needs more epochs) is marked on the
+    field the user just changed, with the message naming the other: the other field's
+    stored value is still valid, and marking it would keep Start disabled for nothing.
+    """
+    head = str(error).split(":", 1)[0].strip().split("[", 1)[0]
+    return head if head in changes else next(iter(changes))

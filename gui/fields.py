@@ -103,7 +103,8 @@ class BoundField(QWidget):
     def _on_state_field_error(self, path: str, message: str) -> None:
         if path != self.path:
             return
-        self.error_label.setText(message.split(": ", 1)[-1] if message else "")
+        # The field's own name is redundant beside it; another field's name is the point.
+        self.error_label.setText(message.removeprefix(f"{self.path}: "))
         self.error_label.setVisible(bool(message))
 
 

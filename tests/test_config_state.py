@@ -45,3 +45,11 @@ def test_apply_is_all_or_nothing_and_save_load_round_trips(qtbot, tmp_path: Path
     (tmp_path / "bad.yaml").write_text("optim:\n  epochs: -1\n")
     with pytest.raises(ConfigError, match="bad.yaml: optim.epochs"):
         other.load(tmp_path / "bad.yaml")
+
+
+def test_a_refusal_caused_by_another_field_marks_the_edited_one(qtbot) -> None:
+    state = ConfigState()
+    state.apply({"optim.epochs": 3, "model.head_epochs": 3})
+    assert not state.set_value("model.mode", "two_stage")  # needs head_epochs < epochs
+    assert set(state.errors) == {"model.mode"} and "model.head_epochs" in state.errors["model.mode"]
+    assert state.set_value("model.mode", "fine_tune") and state.is_valid
