@@ -1,8 +1,10 @@
-"""The main window: a sidebar of pages, the File actions, and the status bar.
+"""The main window: a sidebar of pages, the menus and shortcuts, and the status bar.
 
-It opens data folders (menu, Ctrl+O, drag and drop), hands scanning to a
-``DatasetScanner`` and forwards its outcome to the "Data" page. It keeps its
-geometry in ``QSettings`` and holds no dataset logic of its own.
+It owns the three shared objects the pages work on: the ``ConfigState`` every form
+edits, the ``RunController`` that runs training in a child process, and the
+``DatasetScanner``. It opens projects (menu, Ctrl+O, the Project page, drag and
+drop), forwards scan results to the pages that use them, keeps its geometry in
+``QSettings``, and asks before closing while a run is going.
 """
 
 from __future__ import annotations
@@ -13,29 +15,40 @@ from PySide6.QtCore import QSettings, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMessageBox,
     QProgressBar,
+    QScrollArea,
     QSizePolicy,
     QStackedWidget,
     QStyle,
     QWidget,
 )
 
+from engine.errors import ConfigError
 from engine.health import HealthReport
 from gui import settings as ui_settings
+from gui.augment_page import AugmentPage
+from gui.config_state import ConfigState
 from gui.dataset_view import DataPage
+from gui.model_page import ModelPage
+from gui.project_page import ProjectPage
+from gui.run_controller import RunController
+from gui.runs_page import RunsPage
 from gui.scanner import DatasetScanner, ScanResult
+from gui.train_page import TrainPage
 
 APPLICATION_TITLE = "Transfer Studio"
 DEFAULT_SIZE = QSize(1100, 700)
 
 
 class MainWindow(QMainWindow):
-    """Transfer Studio's window; today it has the "Data" page only.
+    """Transfer Studio's window: Project, Data, Model, Augment, Train and Runs pages.
 
     Args:
         settings: where UI state is saved and restored; tests pass a private file.
@@ -51,9 +64,14 @@ class MainWindow(QMainWindow):
         self._settings = settings
         self._dataset_path: Path | None = None
         self._report: HealthReport | None = None
+        self._close_when_stopped = False
+        self._page_rows: dict[QWidget, int] = {}
         self.setWindowTitle(APPLICATION_TITLE)
         self.setAcceptDrops(True)
 
+        self.state = ConfigState(parent=self)
+        self.controller = RunController(self)
+        self.controller.run_ended.connect(self._on_controller_run_ended)
         self.scanner = DatasetScanner(self)
         self.scanner.scan_started.connect(self._on_scanner_scan_started)
         self.scanner.scan_progressed.connect(self._on_scanner_scan_progressed)
@@ -67,9 +85,25 @@ class MainWindow(QMainWindow):
         self.sidebar.setSpacing(2)
         self.pages = QStackedWidget(self)
         self.sidebar.currentRowChanged.connect(self.pages.setCurrentIndex)
+        pixmap = QStyle.StandardPixmap
+        self.project_page = ProjectPage(settings, self)
+        self.project_page.project_chosen.connect(self.open_dataset)
         self.data_page = DataPage(self)
         self.data_page.open_requested.connect(self.choose_dataset)
-        self.add_page("Data", self.data_page, self.style().standardIcon(QStyle.StandardPixmap.SP_DirIcon))
+        self.model_page = ModelPage(self.state, self)
+        self.augment_page = AugmentPage(self.state, self)
+        self.train_page = TrainPage(self.state, self.controller, self)
+        self.runs_page = RunsPage(self.state, self.controller, self)
+        self.runs_page.config_loaded.connect(lambda _run: self.show_page(self.model_page))
+        for title, page, icon in (
+            ("Project", self.project_page, pixmap.SP_DirHomeIcon),
+            ("Data", self.data_page, pixmap.SP_DirIcon),
+            ("Model", self.model_page, pixmap.SP_ComputerIcon),
+            ("Augment", self.augment_page, pixmap.SP_FileDialogContentsView),
+            ("Train", self.train_page, pixmap.SP_MediaPlay),
+            ("Runs", self.runs_page, pixmap.SP_FileDialogDetailedView),
+        ):
+            self.add_page(title, page, self.style().standardIcon(icon))
         self.sidebar.setCurrentRow(0)
 
         central = QWidget(self)
@@ -94,12 +128,21 @@ class MainWindow(QMainWindow):
         """The health report on screen, if any."""
         return self._report
 
+    def show_page(self, page: QWidget) -> None:
+        """Bring one of the sidebar's pages to the front."""
+        self.sidebar.setCurrentRow(self._page_rows[page])
+
     def add_page(self, title: str, page: QWidget, icon: QIcon) -> None:
         """Append a page to the sidebar."""
         item = QListWidgetItem(icon, title)
         item.setSizeHint(QSize(0, 36))
         self.sidebar.addItem(item)
-        self.pages.addWidget(page)
+        # A page scrolls rather than forcing its minimum size on the window (small screens).
+        scroller = QScrollArea(self.pages)
+        scroller.setWidgetResizable(True)
+        scroller.setFrameShape(QFrame.Shape.NoFrame)
+        scroller.setWidget(page)
+        self._page_rows[page] = self.pages.addWidget(scroller)
 
     def open_dataset(self, path: str | Path) -> None:
         """Open a data folder: scan it in the background and show the result when it comes."""
@@ -108,7 +151,12 @@ class MainWindow(QMainWindow):
         self._report = None
         self.setWindowTitle(f"{APPLICATION_TITLE} — {folder.name or folder}")
         self._settings.setValue(ui_settings.KEY_LAST_DATA_FOLDER, str(folder))
+        self.project_page.remember_project(folder)
+        self.state.set_value("data.path", str(folder))
+        self.model_page.set_report(None)
+        self.runs_page.refresh()
         self.rescan_action.setEnabled(True)
+        self.show_page(self.data_page)
         self.scanner.scan(folder)
 
     def rescan(self) -> None:
@@ -140,9 +188,66 @@ class MainWindow(QMainWindow):
         self.open_dataset(folder)
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.controller.is_running:
+            # Never close under a running child: ask, and close once it has stopped cleanly.
+            event.ignore()
+            self._ask_to_stop_before_closing()
+            return
         self.scanner.abort()
+        self.model_page.lr_finder.controller.stop()
         self._save_ui_state()
         super().closeEvent(event)
+
+    def _ask_to_stop_before_closing(self) -> None:
+        box = QMessageBox(QMessageBox.Icon.Question, "A run is in progress",
+                          "Training is still running. Stop it (a checkpoint is saved) and close?",
+                          QMessageBox.StandardButton.NoButton, self)
+        stop = box.addButton("Stop and close", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Keep training", QMessageBox.ButtonRole.RejectRole)
+        box.setObjectName("close_during_run")
+
+        def on_finished(_result: int) -> None:
+            if box.clickedButton() is stop:
+                self._close_when_stopped = True
+                self.controller.stop()
+
+        box.finished.connect(on_finished)
+        box.open()  # window-modal without a nested event loop
+
+    def load_config(self, path: str | Path) -> bool:
+        """Load a YAML config into every form; a bad file is reported in the status bar."""
+        try:
+            self.state.load(path)
+        except ConfigError as error:
+            self._set_status(f"Config not loaded: {error}")
+            return False
+        if self.state.config.data.path and Path(self.state.config.data.path) != self._dataset_path:
+            self.open_dataset(self.state.config.data.path)
+        self._set_status(f"Config loaded from {path}")
+        return True
+
+    def save_config(self, path: str | Path) -> Path:
+        """Save the forms' config as commented YAML (``python main.py train --config FILE``)."""
+        saved = self.state.save(path)
+        self._set_status(f"Config saved to {saved}")
+        return saved
+
+    def _choose_config_to_load(self) -> None:
+        dialog = QFileDialog(self, "Load config", str(self._dataset_path or Path.home()), "YAML (*.yaml *.yml)")
+        dialog.fileSelected.connect(self.load_config)
+        dialog.open()
+
+    def _choose_config_to_save(self) -> None:
+        dialog = QFileDialog(self, "Save config", str(self._dataset_path or Path.home()), "YAML (*.yaml *.yml)")
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        dialog.setDefaultSuffix("yaml")
+        dialog.fileSelected.connect(self.save_config)
+        dialog.open()
+
+    def _on_controller_run_ended(self, state: str, message: str) -> None:
+        self._set_status(f"Run {state}" + (f": {message}" if message else ""))
+        if self._close_when_stopped:
+            self.close()
 
     # Set-up --------------------------------------------------------------------------------------
 
@@ -157,21 +262,42 @@ class MainWindow(QMainWindow):
         self.rescan_action.setStatusTip("Scan the open folder again")
         self.rescan_action.setEnabled(False)
         self.rescan_action.triggered.connect(self.rescan)
+        self.load_config_action = QAction("&Load config…", self)
+        self.load_config_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
+        self.load_config_action.triggered.connect(self._choose_config_to_load)
+        self.save_config_action = QAction("&Save config…", self)
+        self.save_config_action.setShortcut(QKeySequence.StandardKey.Save)
+        self.save_config_action.triggered.connect(self._choose_config_to_save)
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         self.quit_action.triggered.connect(self.close)
+        self.start_action = QAction(style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay), "&Start training", self)
+        self.start_action.setShortcut(QKeySequence("Ctrl+Return"))
+        self.start_action.triggered.connect(self._on_start_action_triggered)
+        self.stop_action = QAction(style.standardIcon(QStyle.StandardPixmap.SP_MediaStop), "S&top training", self)
+        self.stop_action.setShortcut(QKeySequence("Ctrl+."))
+        self.stop_action.triggered.connect(self.train_page.stop)
 
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction(self.open_action)
         file_menu.addAction(self.rescan_action)
         file_menu.addSeparator()
+        file_menu.addAction(self.load_config_action)
+        file_menu.addAction(self.save_config_action)
+        file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
+        run_menu = self.menuBar().addMenu("&Run")
+        run_menu.addAction(self.start_action)
+        run_menu.addAction(self.stop_action)
         toolbar = self.addToolBar("Main")
         toolbar.setObjectName("main_toolbar")  # restoreState() needs a name
         toolbar.setMovable(False)
         toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         toolbar.addAction(self.open_action)
         toolbar.addAction(self.rescan_action)
+        toolbar.addSeparator()
+        toolbar.addAction(self.start_action)
+        toolbar.addAction(self.stop_action)
 
     def _create_status_bar(self) -> None:
         # A label rather than showMessage(): status tips of hovered actions would overwrite it.
@@ -211,6 +337,10 @@ class MainWindow(QMainWindow):
         self._settings.setValue(ui_settings.KEY_DATA_SPLITTER, self.data_page.save_state())
         self._settings.sync()
 
+    def _on_start_action_triggered(self) -> None:
+        self.show_page(self.train_page)
+        self.train_page.start()
+
     # Scanner slots -------------------------------------------------------------------------------
 
     def _on_scanner_scan_started(self, path: Path) -> None:
@@ -231,6 +361,7 @@ class MainWindow(QMainWindow):
         self._report = report
         self.status_progress.hide()
         self.data_page.show_report(report)
+        self.model_page.set_report(report)
         problems = len(report.problems)
         message = (
             f"Scanned {len(report.records):,} files in {len(report.classes)} classes: "
