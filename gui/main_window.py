@@ -245,6 +245,7 @@ class MainWindow(QMainWindow):
         dialog.open()
 
     def _on_controller_run_ended(self, state: str, message: str) -> None:
+        self.stop_action.setEnabled(False)
         self._set_status(f"Run {state}" + (f": {message}" if message else ""))
         if self._close_when_stopped:
             self.close()
@@ -277,6 +278,8 @@ class MainWindow(QMainWindow):
         self.stop_action = QAction(style.standardIcon(QStyle.StandardPixmap.SP_MediaStop), "S&top training", self)
         self.stop_action.setShortcut(QKeySequence("Ctrl+."))
         self.stop_action.triggered.connect(self.train_page.stop)
+        self.stop_action.setEnabled(False)
+        self.controller.run_started.connect(lambda _run: self.stop_action.setEnabled(True))
 
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction(self.open_action)
