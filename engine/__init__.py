@@ -21,7 +21,7 @@ _EXPORTS = {
     "engine.health": ("HealthReport", "Problem", "FileRecord", "scan_dataset", "ScanAborted"),
     "engine.prepare": ("PreparedDataset", "prepare_dataset"),
     "engine.backbones": ("DataSettings", "BackboneInfo", "LoadedBackbone", "create_model", "describe_backbone",
-                         "list_backbones", "resolve_data_settings", "set_trainable_stages"),
+                         "describe_stages", "list_backbones", "resolve_data_settings", "set_trainable_stages"),
     "engine.weights": ("WeightsProvider", "register_weights_provider", "get_weights_provider",
                        "list_weights_providers"),
     "engine.heads": ("create_head", "install_head", "head_signature", "rebuild_head"),

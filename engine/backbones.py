@@ -174,6 +174,21 @@ def list_backbones(pattern: str = "*", *, pretrained_only: bool = False, offline
     return names
 
 
+@functools.lru_cache(maxsize=64)
+def describe_stages(name: str) -> tuple[str, ...]:
+    """Stage names of a backbone, bottom (input side) first, as ``set_trainable_stages`` counts them.
+
+    Built on the meta device (no weights, no memory), cached per name.
+
+    Raises:
+        BackboneUnavailable: the name is not a timm model.
+    """
+    _require_backbone(name)
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    return tuple(stage_names(model))
+
+
 def describe_backbone(name: str) -> BackboneInfo:
     """Return parameter count, input size and weight sources of one backbone.
 

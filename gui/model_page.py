@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import timm
-import torch
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import (
@@ -30,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.backbones import stage_names
+from engine.backbones import describe_stages
 from engine.config import ACTIVATIONS, CLASS_BALANCE, MODES, MONITORS, SCHEDULES, RunConfig
 from engine.health import HealthReport
 from gui.backbone_picker import BackbonePicker
@@ -64,10 +62,8 @@ _HEAD_ROW = "new classifier head"
 
 
 def backbone_stage_names(name: str, **_worker_arguments: Any) -> tuple[str, list[str]]:
-    """(name, its stage names bottom first), from a model built on the meta device (a worker job)."""
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    return name, stage_names(model)
+    """(name, its stage names bottom first): a worker job, since the build takes a moment."""
+    return name, list(describe_stages(name))
 
 
 def trainable_count(config: RunConfig, num_stages: int) -> int:
