@@ -1,7 +1,8 @@
 """Turn a data path into train/val/test lists of sound images, ready for a run.
 
 Scans the data (reusing the project's scan cache), saves the health report into the
-project folder, leaves out what the report excludes, and splits the rest.
+project folder, leaves out what the report excludes and what the user excluded
+(``engine.exclusions``), and splits the rest.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from engine.dataset import SPLITS, split_samples
 from engine.errors import DatasetError
+from engine.exclusions import apply_exclusions, load_exclusions
 from engine.health import FileRecord, HealthReport, scan_dataset
 from engine.paths import project_dir_for
 
@@ -30,12 +32,15 @@ class PreparedDataset:
         splits: ``train``, ``val`` and ``test`` records, each sorted by path
             (``val`` or ``test`` may be empty).
         report: the health report the split was made from.
+        excluded_by_user: sound images left out because the user excluded them
+            (the project's ``exclusions.json``), sorted.
     """
 
     root: Path
     classes: tuple[str, ...]
     splits: dict[str, tuple[FileRecord, ...]]
     report: HealthReport
+    excluded_by_user: tuple[Path, ...] = ()
 
     def class_index(self, label: str) -> int:
         """Return the class index of ``label``.
@@ -68,7 +73,8 @@ def prepare_dataset(
 ) -> PreparedDataset:
     """Scan, report on and split a dataset.
 
-    Pre-split data keeps its folders; a split without a folder is taken from train
+    Images the user excluded (the project's ``exclusions.json``) are left out like bad
+    files. Pre-split data keeps its folders; a split without a folder is taken from train
     (val with ``val_fraction``; test with ``test_fraction``, when above 0). Other
     layouts get a stratified split seeded by ``seed``, in which identical files
     (same SHA-256) always share a split.
@@ -78,14 +84,15 @@ def prepare_dataset(
         val_fraction: share of each class for validation, in [0, 1).
         test_fraction: share of each class for the final test, in [0, 1).
         seed: the same seed gives the same split of the same files.
-        project_dir: where ``scan_cache.json``, ``health.json`` and ``health.txt`` go;
-            defaults to ``engine.paths.project_dir_for(path)``.
+        project_dir: where ``scan_cache.json``, ``health.json`` and ``health.txt`` go, and
+            ``exclusions.json`` is read from; defaults to ``engine.paths.project_dir_for(path)``.
         workers: threads reading files during the scan.
         progress: passed to ``scan_dataset``.
         should_abort: passed to ``scan_dataset``.
 
     Raises:
-        DatasetError: the path cannot be used, or fewer than 2 classes have usable images.
+        DatasetError: the path cannot be used, the exclusions file is damaged, or fewer than
+            2 classes have usable images.
         engine.health.ScanAborted: ``should_abort()`` returned True.
         engine.errors.ConfigError: a fraction is out of range.
     """
@@ -101,29 +108,57 @@ def prepare_dataset(
     )
     _, text_path = report.save(project_dir)
 
-    usable = report.usable_records()
+    usable, excluded_by_user = apply_exclusions(report.usable_records(), load_exclusions(project_dir))
+    if report.layout == "presplit" and excluded_by_user:
+        # The report left out classes with nothing in train; the user's exclusions can empty a
+        # class's train folder too, and a class that is never trained on cannot be learnt.
+        trainable = {record.label for record in usable if record.split == "train"}
+        usable = tuple(record for record in usable if record.label in trainable)
     if not usable:
         raise DatasetError(
             f"{report.root}: no usable images among {len(report.records)} files "
-            f"({_problem_counts(report)}); see {text_path}"
+            f"({_problem_counts(report, len(excluded_by_user))}); see {text_path}"
         )
-    # The report already left out classes with nothing in train (pre-split), so every
-    # remaining label has training data.
-    classes = tuple(sorted({record.label for record in usable}))
+    # Every remaining label has training data (pre-split classes without any were left out).
+    counts = Counter(record.label for record in usable)
+    classes = tuple(sorted(counts))
     if len(classes) < 2:
         missing = [label for label in report.classes if label not in classes]
-        found = ", ".join(f"{label}: {report.class_counts[label]} images" for label in classes)
+        found = ", ".join(f"{label}: {counts[label]} images" for label in classes)
         without = f"; without usable images: {', '.join(missing)}" if missing else ""
         raise DatasetError(
             f"{report.root}: at least 2 classes with usable images are needed, found {len(classes)} "
             f"({found}){without}; see {text_path}"
         )
 
-    if report.layout == "presplit":
-        splits = _presplit(usable, val_fraction, test_fraction, seed)
-    else:
-        splits = _random_split(usable, val_fraction, test_fraction, seed)
-    return PreparedDataset(root=report.root, classes=classes, splits=splits, report=report)
+    splits = split_records(
+        usable, presplit=report.layout == "presplit", val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    )
+    return PreparedDataset(
+        root=report.root, classes=classes, splits=splits, report=report, excluded_by_user=excluded_by_user
+    )
+
+
+def split_records(
+    records: tuple[FileRecord, ...], *, presplit: bool, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, tuple[FileRecord, ...]]:
+    """Split usable records into train, val and test as ``prepare_dataset`` does.
+
+    Cheap (no file is read), so a form can show the split its settings give.
+
+    Args:
+        records: usable records of a health report.
+        presplit: the records carry the split of their folder (``presplit`` layout).
+        val_fraction: share of each class for validation (pre-split: only without a val folder).
+        test_fraction: share of each class for testing (pre-split: only without a test folder).
+        seed: the split seed.
+
+    Raises:
+        engine.errors.ConfigError: a fraction is out of range.
+    """
+    if presplit:
+        return _presplit(records, val_fraction, test_fraction, seed)
+    return _random_split(records, val_fraction, test_fraction, seed)
 
 
 def _presplit(
@@ -163,8 +198,10 @@ def _by_path(records: list[FileRecord]) -> tuple[FileRecord, ...]:
     return tuple(sorted(records, key=lambda record: str(record.path)))
 
 
-def _problem_counts(report: HealthReport) -> str:
+def _problem_counts(report: HealthReport, excluded_by_user: int) -> str:
     if not report.records:
         return "its class folders hold no files"
     counts = Counter(problem.kind for problem in report.problems if problem.excluded for _ in problem.paths)
+    if excluded_by_user:
+        counts["excluded by the user"] = excluded_by_user
     return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
