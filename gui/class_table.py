@@ -1,7 +1,8 @@
 """The class list of a dataset: class name, usable image count and share, with an inline bar.
 
-A thin view over ``HealthReport.classes`` and ``HealthReport.class_counts``; it
-computes nothing but percentages.
+A thin view over the class names and usable image counts of a dataset; it computes
+nothing but percentages. Selecting a row announces the class, so that a page can
+show its images.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from PySide6.QtCore import (
     QRectF,
     QSortFilterProxyModel,
     Qt,
+    Signal,
 )
 from PySide6.QtGui import QGuiApplication, QPainter, QPalette
 from PySide6.QtWidgets import (
@@ -53,12 +55,21 @@ class ClassTableModel(QAbstractTableModel):
         self._largest = 0
 
     def set_counts(self, classes: Sequence[str], counts: Mapping[str, int]) -> None:
-        """Show ``classes`` in this order with their usable image counts (missing means 0)."""
-        self.beginResetModel()
-        self._rows = [(name, int(counts.get(name, 0))) for name in classes]
+        """Show ``classes`` in this order with their usable image counts (missing means 0).
+
+        New counts for the same classes update the rows in place, so a selection survives.
+        """
+        rows = [(name, int(counts.get(name, 0))) for name in classes]
+        same_classes = [name for name, _count in rows] == [name for name, _count in self._rows]
+        if not same_classes:
+            self.beginResetModel()
+        self._rows = rows
         self._total = sum(count for _name, count in self._rows)
         self._largest = max((count for _name, count in self._rows), default=0)
-        self.endResetModel()
+        if not same_classes:
+            self.endResetModel()
+        elif rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(rows) - 1, len(self._HEADERS) - 1))
 
     def clear(self) -> None:
         """Show no classes."""
@@ -126,12 +137,14 @@ class ShareBarDelegate(QStyledItemDelegate):
         bar_width = max(0.0, rect.width() - self._TEXT_WIDTH - self._MARGIN) * fraction
         bar_height = min(12.0, rect.height() * 0.5)
         bar = QRectF(rect.left(), rect.center().y() - bar_height / 2 + 1, bar_width, bar_height)
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(bar_color(option.palette))
+        # On a selected row the accent colour is the background: draw the bar in its text colour.
+        bar_fill = option.palette.color(QPalette.ColorRole.HighlightedText) if selected else bar_color(option.palette)
+        painter.setBrush(bar_fill)
         painter.drawRoundedRect(bar, 2.5, 2.5)
-        selected = bool(option.state & QStyle.StateFlag.State_Selected)
         text_role = QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
         painter.setPen(option.palette.color(text_role))
         text_rect = rect.adjusted(rect.width() - self._TEXT_WIDTH, 0, 0, 0)
@@ -140,7 +153,13 @@ class ShareBarDelegate(QStyledItemDelegate):
 
 
 class ClassTable(QTableView):
-    """A sortable table of the classes of a dataset."""
+    """A sortable table of the classes of a dataset; one class at a time is selected.
+
+    Signals:
+        class_selected: the name of the class just selected, or None when none is.
+    """
+
+    class_selected = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -156,6 +175,7 @@ class ClassTable(QTableView):
         self.setShowGrid(False)
         self.setWordWrap(False)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.verticalHeader().hide()
         header = self.horizontalHeader()
@@ -165,6 +185,24 @@ class ClassTable(QTableView):
         header.setSectionResizeMode(ClassTableModel.COLUMN_CLASS, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(ClassTableModel.COLUMN_IMAGES, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(ClassTableModel.COLUMN_SHARE, QHeaderView.ResizeMode.Stretch)
+        self._selected: str | None = None
+        self.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        proxy.modelReset.connect(self._on_selection_changed)
+
+    @property
+    def selected_class(self) -> str | None:
+        """The selected class, or None."""
+        return self._selected
+
+    def select_class(self, name: str) -> bool:
+        """Select the row of class ``name``; False when there is no such class."""
+        proxy = self.model()
+        for row in range(proxy.rowCount()):
+            if proxy.index(row, ClassTableModel.COLUMN_CLASS).data() == name:
+                self.selectRow(row)
+                self.scrollTo(proxy.index(row, ClassTableModel.COLUMN_CLASS))
+                return True
+        return False
 
     def set_counts(self, classes: Sequence[str], counts: Mapping[str, int]) -> None:
         """Show these classes and their usable image counts."""
@@ -173,3 +211,10 @@ class ClassTable(QTableView):
     def clear(self) -> None:
         """Show no classes."""
         self.class_model.clear()
+
+    def _on_selection_changed(self, *_args: object) -> None:
+        rows = self.selectionModel().selectedRows(ClassTableModel.COLUMN_CLASS)
+        selected = rows[0].data() if rows else None
+        if selected != self._selected:
+            self._selected = selected
+            self.class_selected.emit(selected)

@@ -2,22 +2,25 @@
 
 Each group has a plain-language title and a severity icon; each row names the
 file (or class) at fault, the reason, and whether it is left out of training.
-A thin view over ``HealthReport.problems``.
+A thin view over ``HealthReport.problems`` and the user's own exclusions, with
+actions to exclude selected files, include them again, or show them in the file manager.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, QTimer
-from PySide6.QtGui import QBrush, QFont, QIcon
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QPersistentModelIndex, QRect, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QBrush, QFont, QIcon
 from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
+    QToolBar,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -49,6 +52,13 @@ MAX_ROWS_PER_GROUP = 500  # beyond this a group ends with "… and N more"; the 
 
 LEFT_OUT_TEXT = "Left out of training"
 KEPT_TEXT = "Kept"
+USER_LEFT_OUT_TEXT = "Left out by you"
+USER_GROUP_KIND = "excluded_by_user"  # not a kind of the engine's report: the group of the user's exclusions
+USER_GROUP_TITLE = "Left out of training by you"
+USER_REASON = "You excluded this image from training; “Include again” brings it back."
+
+PATHS_ROLE = Qt.ItemDataRole.UserRole  # the files a row stands for (a group: all of its files)
+_KEY_ROLE = Qt.ItemDataRole.UserRole + 1  # identifies a row across redraws, to keep the selection
 
 _ROW_PADDING = 6  # pixels added to each row's height, so wrapped rows do not touch
 
@@ -64,10 +74,17 @@ def problem_title(kind: str) -> str:
     return PROBLEM_TITLES.get(kind, kind.replace("_", " ").capitalize())
 
 
-def summarize(report: HealthReport) -> str:
-    """One line: files, usable images, classes, problems and how many files are left out."""
+def summarize(report: HealthReport, user_excluded: frozenset[Path] = frozenset()) -> str:
+    """One line: files, usable images, classes, problems and how many files are left out.
+
+    Args:
+        report: the health report.
+        user_excluded: images the user left out of training; they are not counted as usable.
+    """
     total = len(report.records)
-    usable = len(report.usable_records())
+    sound = report.usable_records()
+    by_user = sum(1 for record in sound if record.path in user_excluded)
+    usable = len(sound) - by_user
     classes = len(report.classes)
     problems = len(report.problems)
     line = (
@@ -75,7 +92,10 @@ def summarize(report: HealthReport) -> str:
         f" · {classes} {_plural(classes, 'class', 'classes')} · {problems} {_plural(problems, 'problem')}"
     )
     left_out = total - usable
-    return f"{line} ({left_out:,} {_plural(left_out, 'file')} left out of training)" if left_out else line
+    if not left_out:
+        return line
+    mine = f", {by_user:,} of them by you" if by_user else ""
+    return f"{line} ({left_out:,} {_plural(left_out, 'file')} left out of training{mine})"
 
 
 class _WrappedTextDelegate(QStyledItemDelegate):
@@ -96,13 +116,25 @@ class _WrappedTextDelegate(QStyledItemDelegate):
 
 
 class HealthView(QWidget):
-    """A summary line over a tree of problems grouped by kind, most severe first."""
+    """A summary line over a tree of problems grouped by kind, most severe first.
+
+    Selected rows can be excluded from training, included again, or shown in the file
+    manager (buttons and context menu); the page that owns the exclusions acts on the signals.
+
+    Signals:
+        exclusion_requested: (paths, True to leave them out of training / False to include them again).
+        reveal_requested: a file whose folder should open in the file manager.
+    """
 
     COLUMN_ITEM, COLUMN_REASON, COLUMN_TRAINING = range(3)
+
+    exclusion_requested = Signal(object, bool)
+    reveal_requested = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._report: HealthReport | None = None
+        self._user_excluded: frozenset[Path] = frozenset()
         self.summary_label = QLabel(self)
         self.summary_label.setWordWrap(True)
         self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -126,9 +158,24 @@ class HealthView(QWidget):
         self._relayout_timer.setInterval(0)  # coalesces the resizes of one layout pass
         self._relayout_timer.timeout.connect(self.tree.doItemsLayout)
         header.sectionResized.connect(self._on_header_section_resized)
+
+        self.file_actions = FileActions(
+            self.tree, self.selected_paths, self._is_used, lambda path: path in self._user_excluded
+        )
+        self.file_actions.exclusion_requested.connect(self.exclusion_requested)
+        self.file_actions.reveal_requested.connect(self.reveal_requested)
+        self.tree.itemSelectionChanged.connect(self.file_actions.update)
+
+        # A tool bar rather than a row of buttons: when the pane is narrow it folds into a menu.
+        self.toolbar = QToolBar(self)
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toolbar.setIconSize(QSize(16, 16))
+        self.toolbar.addActions(self.file_actions.actions)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
         layout.addWidget(self.summary_label)
+        layout.addWidget(self.toolbar)
         layout.addWidget(self.tree, 1)
 
     def _on_header_section_resized(self, _column: int, _old_size: int, _new_size: int) -> None:
@@ -137,7 +184,7 @@ class HealthView(QWidget):
     def changeEvent(self, event: QEvent) -> None:
         # Severity colours are baked into the items: redo them for a new (light/dark) palette.
         if event.type() == QEvent.Type.PaletteChange and self._report is not None:
-            self.set_report(self._report)
+            self._redraw()
         super().changeEvent(event)
 
     def clear(self) -> None:
@@ -146,14 +193,35 @@ class HealthView(QWidget):
         self.summary_label.clear()
         self.tree.clear()
 
-    def set_report(self, report: HealthReport) -> None:
-        """Show the summary and problems of ``report``."""
+    def set_report(self, report: HealthReport, user_excluded: frozenset[Path] = frozenset()) -> None:
+        """Show the summary and problems of ``report`` and the images the user left out."""
         self._report = report
-        self.summary_label.setText(summarize(report))
+        self._user_excluded = user_excluded
+        self.tree.clear()
+        self._redraw()
+
+    def set_user_excluded(self, paths: frozenset[Path]) -> None:
+        """Show which images the user left out of training, keeping the selection and scroll position."""
+        self._user_excluded = paths
+        if self._report is not None:
+            self._redraw()
+
+    def selected_paths(self) -> tuple[Path, ...]:
+        """The files of the selected rows (a group row stands for all its files), without repeats."""
+        paths: dict[Path, None] = {}
+        for item in self.tree.selectedItems():
+            paths.update(dict.fromkeys(item.data(self.COLUMN_ITEM, PATHS_ROLE) or ()))
+        return tuple(paths)
+
+    def _redraw(self) -> None:
+        report = self._report
+        assert report is not None
+        selected = {item.data(self.COLUMN_ITEM, _KEY_ROLE) for item in self.tree.selectedItems()}
+        scroll = self.tree.verticalScrollBar().value()
+        self.summary_label.setText(summarize(report, self._user_excluded))
         self.tree.clear()
         if not report.problems:
             self._add_no_problems_row()
-            return
         groups: dict[str, list[Problem]] = defaultdict(list)
         for problem in report.problems:
             groups[problem.kind].append(problem)
@@ -161,7 +229,13 @@ class HealthView(QWidget):
         base = report.root.parent if report.layout == "csv" else report.root
         for kind in sorted(groups, key=lambda kind: _group_sort_key(kind, groups[kind])):
             self._add_group(kind, groups[kind], base)
+        self._add_user_group(base)
         self.tree.header().resizeSection(self.COLUMN_ITEM, self._item_column_width())
+        for item in _walk(self.tree):
+            item.setSelected(item.data(self.COLUMN_ITEM, _KEY_ROLE) in selected)
+        # The scroll range is known once the rows are laid out.
+        QTimer.singleShot(0, self.tree, lambda: self.tree.verticalScrollBar().setValue(scroll))
+        self.file_actions.update()
 
     def _item_column_width(self) -> int:
         # Fit the file and class names; group titles span all columns and need no room here.
@@ -185,13 +259,8 @@ class HealthView(QWidget):
 
     def _add_group(self, kind: str, problems: list[Problem], base: Path) -> None:
         severity = _worst_severity(problems)
-        group = QTreeWidgetItem(self.tree, [f"{problem_title(kind)} ({len(problems):,})"])
-        group.setIcon(self.COLUMN_ITEM, self._severity_icon(severity))
-        group.setForeground(self.COLUMN_ITEM, QBrush(severity_color(severity, self.palette())))
-        font = QFont(group.font(self.COLUMN_ITEM))
-        font.setBold(True)
-        group.setFont(self.COLUMN_ITEM, font)
-        group.setFirstColumnSpanned(True)
+        paths = tuple(dict.fromkeys(path for problem in problems for path in problem.paths))
+        group = self._add_group_item(kind, f"{problem_title(kind)} ({len(problems):,})", severity, paths)
         group.setToolTip(self.COLUMN_ITEM, f"{severity.capitalize()}: {kind}")
         for problem in problems[:MAX_ROWS_PER_GROUP]:
             self._add_problem(group, problem, base)
@@ -200,6 +269,32 @@ class HealthView(QWidget):
             QTreeWidgetItem(group, [f"… and {more:,} more (all are in the saved health report)"])
         group.setExpanded(True)
 
+    def _add_user_group(self, base: Path) -> None:
+        assert self._report is not None
+        paths = tuple(record.path for record in self._report.records if record.path in self._user_excluded)
+        if not paths:
+            return
+        group = self._add_group_item(USER_GROUP_KIND, f"{USER_GROUP_TITLE} ({len(paths):,})", "info", paths)
+        for path in paths[:MAX_ROWS_PER_GROUP]:
+            item = QTreeWidgetItem(group, [_relative(path, base), USER_REASON, USER_LEFT_OUT_TEXT])
+            self._set_paths(item, USER_GROUP_KIND, (path,))
+            item.setToolTip(self.COLUMN_ITEM, str(path))
+            item.setForeground(self.COLUMN_TRAINING, QBrush(severity_color("info", self.palette())))
+        if len(paths) > MAX_ROWS_PER_GROUP:
+            QTreeWidgetItem(group, [f"… and {len(paths) - MAX_ROWS_PER_GROUP:,} more"])
+        group.setExpanded(True)
+
+    def _add_group_item(self, kind: str, title: str, severity: str, paths: tuple[Path, ...]) -> QTreeWidgetItem:
+        group = QTreeWidgetItem(self.tree, [title])
+        group.setIcon(self.COLUMN_ITEM, self._severity_icon(severity))
+        group.setForeground(self.COLUMN_ITEM, QBrush(severity_color(severity, self.palette())))
+        font = QFont(group.font(self.COLUMN_ITEM))
+        font.setBold(True)
+        group.setFont(self.COLUMN_ITEM, font)
+        group.setFirstColumnSpanned(True)
+        self._set_paths(group, kind, paths)
+        return group
+
     def _add_problem(self, group: QTreeWidgetItem, problem: Problem, base: Path) -> None:
         if len(problem.paths) == 1:
             subject = _relative(problem.paths[0], base)
@@ -207,27 +302,129 @@ class HealthView(QWidget):
             subject = f"{len(problem.paths)} files"
         else:
             subject = f"Class “{problem.label}”" if problem.label else "Whole dataset"
-        item = QTreeWidgetItem(group, [subject, problem.message, self._training_text(problem)])
+        item = QTreeWidgetItem(group, [subject, problem.message])
+        self._set_paths(item, problem.kind, problem.paths, problem.label or "")
+        self._set_training(item, problem, problem.paths)
         item.setToolTip(self.COLUMN_REASON, problem.message)
         if len(problem.paths) == 1:
             item.setToolTip(self.COLUMN_ITEM, str(problem.paths[0]))
-        tint = severity_color("error", self.palette()) if problem.excluded else ok_color(self.palette())
-        item.setForeground(self.COLUMN_TRAINING, QBrush(tint))
         if len(problem.paths) > 1:
             for path in problem.paths:
                 child = QTreeWidgetItem(item, [_relative(path, base)])
+                self._set_paths(child, problem.kind, (path,))
+                self._set_training(child, problem, (path,))
                 child.setToolTip(self.COLUMN_ITEM, str(path))
             item.setExpanded(True)
 
-    @staticmethod
-    def _training_text(problem: Problem) -> str:
+    def _set_paths(self, item: QTreeWidgetItem, kind: str, paths: tuple[Path, ...], label: str = "") -> None:
+        item.setData(self.COLUMN_ITEM, PATHS_ROLE, paths)
+        item.setData(self.COLUMN_ITEM, _KEY_ROLE, (kind, label, paths))
+
+    def _set_training(self, item: QTreeWidgetItem, problem: Problem, paths: tuple[Path, ...]) -> None:
         # Only files are kept or left out; a class-level finding says in its message what it means.
-        if not problem.paths:
-            return ""
-        return LEFT_OUT_TEXT if problem.excluded else KEPT_TEXT
+        if not paths:
+            return
+        if problem.excluded:
+            text, color = LEFT_OUT_TEXT, severity_color("error", self.palette())
+        elif all(path in self._user_excluded for path in paths):
+            text, color = USER_LEFT_OUT_TEXT, severity_color("info", self.palette())
+        else:
+            text, color = KEPT_TEXT, ok_color(self.palette())
+        item.setText(self.COLUMN_TRAINING, text)
+        item.setForeground(self.COLUMN_TRAINING, QBrush(color))
 
     def _severity_icon(self, severity: str) -> QIcon:
         return self.style().standardIcon(_STANDARD_ICONS.get(severity, _STANDARD_ICONS["info"]))
+
+    def _is_used(self, path: Path) -> bool:
+        return (
+            self._report is not None
+            and path not in self._report.excluded_paths()
+            and path not in self._user_excluded
+        )
+
+
+
+class FileActions(QObject):
+    """"Exclude from training", "Include again" and "Show in file manager" for the files selected in a view.
+
+    The actions sit in the view's context menu; they enable themselves for what is selected
+    (``update()``) and turn a click into a request, which the page that owns the exclusions acts on.
+
+    Args:
+        view: the item view whose context menu gets the actions.
+        selected_paths: the files selected in the view.
+        is_used: whether a file is trained on (neither left out by the scan nor by the user).
+        is_user_excluded: whether the user left a file out.
+
+    Signals:
+        exclusion_requested: (paths, True to leave them out of training / False to include them again).
+        reveal_requested: a file whose folder should open in the file manager.
+    """
+
+    exclusion_requested = Signal(object, bool)
+    reveal_requested = Signal(object)
+
+    def __init__(
+        self,
+        view: QWidget,
+        selected_paths: Callable[[], tuple[Path, ...]],
+        is_used: Callable[[Path], bool],
+        is_user_excluded: Callable[[Path], bool],
+    ) -> None:
+        super().__init__(view)
+        self._selected_paths = selected_paths
+        self._is_used = is_used
+        self._is_user_excluded = is_user_excluded
+        icon = view.style().standardIcon
+        self.exclude_action = QAction(icon(QStyle.StandardPixmap.SP_DialogCancelButton), "Exclude from training", view)
+        self.exclude_action.setToolTip("Leave the selected files out of training; they stay on disk untouched")
+        self.exclude_action.triggered.connect(self._on_exclude_action_triggered)
+        self.include_action = QAction(icon(QStyle.StandardPixmap.SP_DialogApplyButton), "Include again", view)
+        self.include_action.setToolTip("Train on the selected files again")
+        self.include_action.triggered.connect(self._on_include_action_triggered)
+        self.reveal_action = QAction(icon(QStyle.StandardPixmap.SP_DirOpenIcon), "Show in file manager", view)
+        self.reveal_action.setToolTip("Open the folder that holds the selected file")
+        self.reveal_action.triggered.connect(self._on_reveal_action_triggered)
+        view.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        view.addActions(self.actions)
+        self.update()
+
+    @property
+    def actions(self) -> list[QAction]:
+        """Exclude, include again, show in file manager."""
+        return [self.exclude_action, self.include_action, self.reveal_action]
+
+    def update(self) -> None:
+        """Enable the actions that apply to the selected files."""
+        paths = self._selected_paths()
+        self.exclude_action.setEnabled(any(self._is_used(path) for path in paths))
+        self.include_action.setEnabled(any(self._is_user_excluded(path) for path in paths))
+        self.reveal_action.setEnabled(bool(paths))
+
+    def _on_exclude_action_triggered(self) -> None:
+        paths = tuple(path for path in self._selected_paths() if self._is_used(path))
+        if paths:
+            self.exclusion_requested.emit(paths, True)
+
+    def _on_include_action_triggered(self) -> None:
+        paths = tuple(path for path in self._selected_paths() if self._is_user_excluded(path))
+        if paths:
+            self.exclusion_requested.emit(paths, False)
+
+    def _on_reveal_action_triggered(self) -> None:
+        paths = self._selected_paths()
+        if paths:
+            self.reveal_requested.emit(paths[0])
+
+
+def _walk(tree: QTreeWidget) -> Iterator[QTreeWidgetItem]:
+    """Every item of ``tree``, depth first."""
+    stack = [tree.topLevelItem(index) for index in reversed(range(tree.topLevelItemCount()))]
+    while stack:
+        item = stack.pop()
+        yield item
+        stack.extend(item.child(index) for index in reversed(range(item.childCount())))
 
 
 def _worst_severity(problems: list[Problem]) -> str:

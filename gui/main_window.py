@@ -88,7 +88,7 @@ class MainWindow(QMainWindow):
         pixmap = QStyle.StandardPixmap
         self.project_page = ProjectPage(settings, self)
         self.project_page.project_chosen.connect(self.open_dataset)
-        self.data_page = DataPage(self)
+        self.data_page = DataPage(self, state=self.state)
         self.data_page.open_requested.connect(self.choose_dataset)
         self.model_page = ModelPage(self.state, self)
         self.augment_page = AugmentPage(self.state, self)
