@@ -7,11 +7,11 @@ trains in a second or two.
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from demo_photos import copy_demo
 
 from engine.checkpoint import load_checkpoint
 from engine.config import RunConfig
@@ -19,23 +19,11 @@ from engine.doctor import DIAGNOSIS_EVENT, Diagnosis
 from engine.runfolder import read_events
 from engine.train import RunResult, train
 
-DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
-
-
-def copy_demo(target: Path, classes: int = 10, per_class: int = 50) -> Path:
-    """Copy the first ``per_class`` demo photos of the first ``classes`` classes into ``target``."""
-    folders = sorted(path for path in DEMO.iterdir() if path.is_dir() and not path.name.startswith("."))
-    for folder in folders[:classes]:
-        (target / folder.name).mkdir(parents=True)
-        for image in sorted(folder.glob("*.png"))[:per_class]:
-            shutil.copy(image, target / folder.name / image.name)
-    return target
-
 
 @pytest.fixture(scope="module")
 def demo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The whole demo (10 classes x 50 photos), copied so that runs never write into resources/."""
-    return copy_demo(tmp_path_factory.mktemp("doctor-demo") / "data")
+    return copy_demo(tmp_path_factory.mktemp("doctor-demo") / "data", classes=10, per_class=50)
 
 
 def run_config(data: Path, **changes: Any) -> RunConfig:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from demo_photos import copy_demo
 from PySide6.QtCore import QSettings, QSize
 from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -41,11 +42,7 @@ def window(qtbot, qapp, tmp_path: Path) -> Iterator[MainWindow]:
 
 @pytest.fixture
 def small_demo(tmp_path: Path) -> Path:
-    for name in ("bag", "sneaker", "trouser"):
-        (tmp_path / "data" / name).mkdir(parents=True)
-        for image in sorted((DEMO / name).glob("*.png"))[:12]:
-            shutil.copy(image, tmp_path / "data" / name / image.name)
-    return tmp_path / "data"
+    return copy_demo(tmp_path / "data", ("bag", "sneaker", "trouser"), 12)
 
 
 def open_and_scan(qtbot, window: MainWindow, folder: Path) -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from demo_photos import copy_demo
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QGuiApplication
 
@@ -46,11 +46,7 @@ def user_settings_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def small_data(tmp_path: Path) -> Path:
     """3 classes x 15 demo images."""
-    for name in ("bag", "sneaker", "trouser"):
-        (tmp_path / "data" / name).mkdir(parents=True)
-        for image in sorted((DEMO / name).glob("*.png"))[:15]:
-            shutil.copy(image, tmp_path / "data" / name / image.name)
-    return tmp_path / "data"
+    return copy_demo(tmp_path / "data", ("bag", "sneaker", "trouser"), 15)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from demo_photos import copy_demo
 from PIL import Image
 
 from engine.config import RunConfig, load_config
@@ -35,21 +36,11 @@ from engine.setup import build_training, create_optimizer
 from engine.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "resources" / "demo"
 SCREENSHOTS = ROOT / "out" / "screenshots"
 
 
-def demo_classes() -> list[str]:
-    return sorted(p.name for p in DEMO.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def small_demo(target: Path, classes: int = 3, per_class: int = 20) -> Path:
-    """Copy a few real demo photos per class into ``target``."""
-    for folder in [DEMO / name for name in demo_classes()[:classes]]:
-        (target / folder.name).mkdir(parents=True)
-        for image in sorted(folder.glob("*.png"))[:per_class]:
-            shutil.copy(image, target / folder.name / image.name)
-    return target
 
 
 def demo_config(data: Path, **changes: object) -> RunConfig:
@@ -61,7 +52,7 @@ def demo_config(data: Path, **changes: object) -> RunConfig:
 @pytest.fixture(scope="module")
 def ten_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """All ten demo classes, 20 photos each: 160 to train on, too many for the head to memorise mid-sweep."""
-    return small_demo(tmp_path_factory.mktemp("lr") / "data", classes=10, per_class=20)
+    return copy_demo(tmp_path_factory.mktemp("lr") / "data", classes=10, per_class=20)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +209,7 @@ def test_feature_extraction_sweep_puts_the_head_back(ten_classes: Path) -> None:
 
 @pytest.mark.slow
 def test_fine_tune_sweep_keeps_group_ratios_and_restores_weights_and_batchnorm(tmp_path: Path) -> None:
-    data = small_demo(tmp_path / "data", classes=2, per_class=8)
+    data = copy_demo(tmp_path / "data", classes=2, per_class=8)
     config = demo_config(data, **{"model.mode": "fine_tune", "optim.batch_size": 4})
     setup = build_training(config, prepare_dataset(data))
     model = setup.loaded.model

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from demo_photos import copy_demo
 
 from engine.checkpoint import load_checkpoint
 from engine.config import RunConfig
 from engine.losses import ClassificationLoss
 from engine.runfolder import RunFolder, read_events
 from engine.train import train
-
-DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
-
-
-def copy_demo(target: Path, counts: dict[str, int]) -> Path:
-    for name, count in counts.items():
-        (target / name).mkdir(parents=True)
-        for image in sorted((DEMO / name).glob("*.png"))[:count]:
-            shutil.copy(image, target / name / image.name)
-    return target
 
 
 def small_config(data: Path, **changes: object) -> RunConfig:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+from demo_photos import copy_demo
 
 from engine.checkpoint import load_checkpoint
 from gui.run_controller import RunController
@@ -15,11 +15,7 @@ DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 
 @pytest.fixture
 def small_data(tmp_path: Path) -> Path:
-    for name in ("bag", "sneaker", "trouser"):
-        (tmp_path / "data" / name).mkdir(parents=True)
-        for image in sorted((DEMO / name).glob("*.png"))[:15]:
-            shutil.copy(image, tmp_path / "data" / name / image.name)
-    return tmp_path / "data"
+    return copy_demo(tmp_path / "data", ("bag", "sneaker", "trouser"), 15)
 
 
 def train_arguments(data: Path, run_dir: Path, *extra: str) -> list[str]:

@@ -5,30 +5,15 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import shutil
 from pathlib import Path
 
 import pytest
+from demo_photos import copy_demo
 
 from engine.config import AugmentConfig, RunConfig, load_config
 from engine.health import FileRecord
 from engine.runfolder import RunFolder, read_events
 from engine.sanity import run_sanity_check, select_sample
-
-DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
-
-
-def demo_classes() -> list[str]:
-    return sorted(p.name for p in DEMO.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def small_demo(target: Path, classes: int = 3, per_class: int = 20) -> Path:
-    """Copy a few real demo photos per class into ``target``."""
-    for folder in [DEMO / name for name in demo_classes()[:classes]]:
-        (target / folder.name).mkdir(parents=True)
-        for image in sorted(folder.glob("*.png"))[:per_class]:
-            shutil.copy(image, target / folder.name / image.name)
-    return target
 
 
 def demo_config(data: Path, **changes: object) -> RunConfig:
@@ -39,7 +24,7 @@ def demo_config(data: Path, **changes: object) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def ten_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_demo(tmp_path_factory.mktemp("sanity") / "data", classes=10, per_class=6)
+    return copy_demo(tmp_path_factory.mktemp("sanity") / "data", classes=10, per_class=6)
 
 
 def test_pretrained_features_memorise_twenty_photos_with_regularisation_switched_off(
@@ -99,7 +84,7 @@ def test_a_learning_rate_a_million_times_too_small_fails_and_names_the_cause(ten
 
 @pytest.mark.slow
 def test_fine_tuning_memorises_a_few_photos_measured_in_eval_mode(tmp_path: Path) -> None:
-    data = small_demo(tmp_path / "data", classes=2, per_class=6)
+    data = copy_demo(tmp_path / "data", classes=2, per_class=6)
     config = demo_config(data, **{"model.mode": "fine_tune", "optim.batch_size": 8})
     result = run_sanity_check(config, num_images=8, max_steps=60)
     assert result.passed, result.message

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from demo_photos import DEMO, copy_demo, demo_classes
 from torch import nn
 
 from engine.checkpoint import load_checkpoint
@@ -20,20 +20,10 @@ from engine.runfolder import RunFolder, read_events
 from engine.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "resources" / "demo"
 
 
-def demo_classes() -> list[str]:
-    return sorted(p.name for p in DEMO.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def small_demo(target: Path, classes: int = 3, per_class: int = 20) -> Path:
-    """Copy a few real demo photos per class into ``target``."""
-    for folder in [DEMO / name for name in demo_classes()[:classes]]:
-        (target / folder.name).mkdir(parents=True)
-        for image in sorted(folder.glob("*.png"))[:per_class]:
-            shutil.copy(image, target / folder.name / image.name)
-    return target
 
 
 def demo_config(data: Path, **changes: object) -> RunConfig:
@@ -66,7 +56,7 @@ def test_feature_extraction_on_the_demo_beats_chance_by_far(demo_run: Path) -> N
 
 def test_features_are_computed_once_and_never_during_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRANSFER_STUDIO_CACHE_DIR", str(tmp_path / "cache"))  # other tests cached these photos
-    data = small_demo(tmp_path / "data")
+    data = copy_demo(tmp_path / "data")
     convolutions = {"count": 0}
 
     def count_convolutions(module: nn.Module, _inputs: object, _output: object) -> None:
@@ -101,7 +91,7 @@ def test_features_are_computed_once_and_never_during_epochs(tmp_path: Path, monk
 
 
 def test_fine_tuning_one_epoch_lowers_the_loss_from_chance(tmp_path: Path) -> None:
-    data = small_demo(tmp_path / "data")
+    data = copy_demo(tmp_path / "data")
     config = demo_config(data, **{
         "model.mode": "fine_tune", "optim.epochs": 1, "optim.batch_size": 8, "data.input_size": 64,
         "optim.warmup_epochs": 0.0,
@@ -116,7 +106,7 @@ def test_fine_tuning_one_epoch_lowers_the_loss_from_chance(tmp_path: Path) -> No
 
 
 def test_training_leaves_bad_files_out_and_names_them(tmp_path: Path) -> None:
-    data = small_demo(tmp_path / "data", classes=2, per_class=12)
+    data = copy_demo(tmp_path / "data", classes=2, per_class=12)
     (data / Path(sorted(p.name for p in data.iterdir())[0]) / "empty.png").write_bytes(b"")
     broken = next((data / sorted(p.name for p in data.iterdir())[1]).glob("*.png"))
     (broken.parent / "truncated.png").write_bytes(broken.read_bytes()[:60])
@@ -130,7 +120,7 @@ def test_training_leaves_bad_files_out_and_names_them(tmp_path: Path) -> None:
 
 
 def test_stop_file_gives_a_clean_stop_with_a_checkpoint(tmp_path: Path) -> None:
-    data = small_demo(tmp_path / "data")
+    data = copy_demo(tmp_path / "data")
 
     class StopDuringSecondEpoch(Callback):
         def after_step(self, state: LoopState) -> None:
@@ -169,7 +159,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(arguments: tuple[str, ...], ex
 
 
 def test_cli_hub_only_backbone_offline_fails_clearly(tmp_path: Path) -> None:
-    data = small_demo(tmp_path / "data", classes=2, per_class=6)
+    data = copy_demo(tmp_path / "data", classes=2, per_class=6)
     result = run_cli("train", str(data), "--backbone", "resnet18", "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "resnet18" in result.stderr and "model.weights" in result.stderr
@@ -193,7 +183,7 @@ def test_cli_predict_prints_top_k_and_writes_csv(demo_run: Path, tmp_path: Path)
 
 @pytest.mark.slow
 def test_sigkilled_run_resumes_from_last(tmp_path: Path) -> None:
-    data = small_demo(tmp_path / "data")
+    data = copy_demo(tmp_path / "data")
     run_dir = tmp_path / "run"
     child = subprocess.Popen(
         [sys.executable, "main.py", "train", str(data), "--run-dir", str(run_dir), "--mode", "fine_tune",
