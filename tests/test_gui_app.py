@@ -61,6 +61,9 @@ def test_every_page_on_the_demo_project(qtbot, window: MainWindow, tmp_path: Pat
         name = window.sidebar.item(row).text().lower()
         if name == "augment":
             qtbot.waitSignal(window.augment_page.preview_updated, timeout=120_000).wait()
+        if name == "data":
+            thumbnails = window.data_page.thumbnail_grid.thumbnail_model
+            qtbot.waitUntil(lambda: thumbnails.loaded_count >= 10, timeout=60_000)
         QApplication.processEvents()
         path = SCREENSHOTS / f"{row + 1}-{name}.png"
         assert window.grab().save(str(path))
