@@ -11,21 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pyqtgraph as pg
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QEvent,
     QItemSelection,
     QItemSelectionModel,
-    QModelIndex,
-    QPersistentModelIndex,
     QSortFilterProxyModel,
     Qt,
     QTimer,
     QUrl,
     Signal,
 )
-from PySide6.QtGui import QColor, QDesktopServices, QFont, QPalette
+from PySide6.QtGui import QDesktopServices, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -46,230 +42,12 @@ from engine.runfolder import RunFolder
 from gui.config_state import ConfigState
 from gui.message_panel import MessagePanel
 from gui.run_controller import RunController
+from gui.run_curves import RunCurves
 from gui.run_list import RunSummary, list_runs, runs_folder
-from gui.style import ok_color, severity_color
+from gui.run_table import INTERRUPTED_TIP, RESUMABLE_STATES, RunTableModel
 from gui.workers import Worker, run_in_thread_pool
 
-# Tableau 10: distinct on light and dark backgrounds, and for the common colour-vision deficiencies.
-CURVE_COLORS = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
-                "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
-RESUMABLE_STATES = ("cancelled", "failed", "interrupted")
-MODE_NAMES = {"feature_extraction": "feature extraction", "fine_tune": "fine-tune", "two_stage": "two-stage"}
-INTERRUPTED_TIP = ("The run has no final event: its process was killed or crashed, "
-                   "or it is still running outside this window.")
 _REFRESH_DELAY_MS = 500  # progress events of a run arrive in bursts; one re-read per burst is enough
-
-
-def displayed_state(run: RunSummary, active_run: Path | None) -> str:
-    """The state the table shows: the files' state, except that only the controller's run is ``running``."""
-    if active_run is not None and run.path == active_run:
-        return "running"
-    if run.state in ("running", "unknown"):
-        return "interrupted"
-    return run.state
-
-
-class RunTableModel(QAbstractTableModel):
-    """One row per run; ``SORT_ROLE`` gives each cell a value that sorts (dates, numbers)."""
-
-    HEADERS = ("Started", "Backbone", "Mode", "Epochs", "Best val. accuracy", "Status")
-    COLUMN_STARTED, COLUMN_BACKBONE, COLUMN_MODE, COLUMN_EPOCHS, COLUMN_BEST, COLUMN_STATUS = range(6)
-    SORT_ROLE = Qt.ItemDataRole.UserRole
-    PATH_ROLE = Qt.ItemDataRole.UserRole + 1
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._runs: list[RunSummary] = []
-        self._active_run: Path | None = None
-        self._colors: dict[Path, QColor] = {}
-        self._palette = QPalette()
-
-    def set_runs(self, runs: list[RunSummary]) -> None:
-        """Show these runs."""
-        self.beginResetModel()
-        self._runs = list(runs)
-        self.endResetModel()
-
-    def set_active_run(self, path: Path | None) -> None:
-        """The run folder the controller is running now, if any."""
-        self._active_run = path
-        self._changed(self.COLUMN_STATUS)
-
-    def set_curve_colors(self, colors: dict[Path, QColor]) -> None:
-        """The colour of each run's curves, shown as a swatch beside its date."""
-        self._colors = colors
-        self._changed(self.COLUMN_STARTED)
-
-    def set_palette(self, palette: QPalette) -> None:
-        """The palette that status colours must stay readable on."""
-        self._palette = palette
-        self._changed(self.COLUMN_STATUS)
-
-    def run_at(self, row: int) -> RunSummary:
-        """The run shown in ``row`` (of this model, not of a proxy)."""
-        return self._runs[row]
-
-    def state_of(self, run: RunSummary) -> str:
-        """The state shown for ``run``."""
-        return displayed_state(run, self._active_run)
-
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._runs)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
-
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        if not index.isValid():
-            return None
-        run, column = self._runs[index.row()], index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self._text(run, column)
-        if role == self.SORT_ROLE:
-            return self._sort_key(run, column)
-        if role == self.PATH_ROLE:
-            return str(run.path)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltip(run, column)
-        if role == Qt.ItemDataRole.ForegroundRole and column == self.COLUMN_STATUS:
-            return self._status_color(self.state_of(run))
-        if role == Qt.ItemDataRole.DecorationRole and column == self.COLUMN_STARTED:
-            return self._colors.get(run.path)
-        if role == Qt.ItemDataRole.TextAlignmentRole and column in (self.COLUMN_EPOCHS, self.COLUMN_BEST):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
-
-    def _text(self, run: RunSummary, column: int) -> str:
-        if column == self.COLUMN_STARTED:
-            return run.started.strftime("%Y-%m-%d %H:%M") if run.started else run.name
-        if column == self.COLUMN_BACKBONE:
-            return run.backbone or "—"
-        if column == self.COLUMN_MODE:
-            return MODE_NAMES.get(run.mode or "", run.mode or "—")
-        if column == self.COLUMN_EPOCHS:
-            return f"{run.epochs_done} / {run.epochs_planned}" if run.epochs_planned else "—"
-        if column == self.COLUMN_BEST:
-            return f"{run.best_val_top1:.1%}" if run.best_val_top1 is not None else "—"
-        state = self.state_of(run)
-        return f"{state}: {run.reason}" if run.reason and state in ("cancelled", "failed", "unreadable") else state
-
-    def _sort_key(self, run: RunSummary, column: int) -> object:
-        if column == self.COLUMN_STARTED:
-            return run.started.timestamp() if run.started else 0.0
-        if column == self.COLUMN_EPOCHS:
-            return run.epochs_done
-        if column == self.COLUMN_BEST:
-            return run.best_val_top1 if run.best_val_top1 is not None else -1.0
-        return self._text(run, column).casefold()
-
-    def _tooltip(self, run: RunSummary, column: int) -> str:
-        if column != self.COLUMN_STATUS:
-            return str(run.path)
-        state = self.state_of(run)
-        if state == "interrupted":
-            return INTERRUPTED_TIP
-        return run.reason or state
-
-    def _status_color(self, state: str) -> QColor | None:
-        if state == "finished":
-            return ok_color(self._palette)
-        severity = {"failed": "error", "unreadable": "error", "cancelled": "warning",
-                    "interrupted": "warning", "running": "info"}.get(state)
-        return severity_color(severity, self._palette) if severity else None
-
-    def _changed(self, column: int) -> None:
-        if self._runs:
-            self.dataChanged.emit(self.index(0, column), self.index(len(self._runs) - 1, column))
-
-
-class RunCurves(QWidget):
-    """Validation accuracy and validation loss per epoch of several runs, one colour per run."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.accuracy_plot = pg.PlotWidget(self)
-        self.loss_plot = pg.PlotWidget(self)
-        for plot in (self.accuracy_plot, self.loss_plot):
-            plot.showGrid(x=True, y=True, alpha=0.25)
-            plot.setMenuEnabled(False)
-            plot.setMinimumHeight(160)
-        self.accuracy_plot.setYRange(0, 100, padding=0.06)  # room for the 0 and 100 labels
-        self.accuracy_plot.getViewBox().setMouseEnabled(x=True, y=False)
-        # Accuracies climb and losses fall: the free corners are bottom right and top right.
-        self.accuracy_legend = self.accuracy_plot.addLegend(offset=(-10, -10))
-        self.hint_label = QLabel("Select runs in the table to overlay their validation curves.", self)
-        self.hint_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.hint_label.setWordWrap(True)
-        plots = QWidget(self)
-        plots_layout = QHBoxLayout(plots)
-        plots_layout.setContentsMargins(0, 0, 0, 0)
-        plots_layout.addWidget(self.accuracy_plot)
-        plots_layout.addWidget(self.loss_plot)
-        self._stack = QStackedWidget(self)
-        self._stack.addWidget(self.hint_label)
-        self._stack.addWidget(plots)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self._stack)
-        self.apply_palette(self.palette())
-
-    def show_runs(self, runs: list[RunSummary]) -> dict[Path, QColor]:
-        """Draw the curves of ``runs`` (in this order); returns the colour given to each run."""
-        colors: dict[Path, QColor] = {}
-        for plot in (self.accuracy_plot, self.loss_plot):
-            plot.clear()
-        self.accuracy_legend.clear()
-        last_epoch = 1.0
-        for index, run in enumerate(runs):
-            color = QColor(CURVE_COLORS[index % len(CURVE_COLORS)])
-            colors[run.path] = color
-            style = {"pen": pg.mkPen(color, width=2), "symbol": "o", "symbolSize": 6,
-                     "symbolBrush": color, "symbolPen": pg.mkPen(color)}
-            epochs, accuracies = run.series("val_top1")
-            self.accuracy_plot.plot(epochs, [100 * value for value in accuracies], name=curve_name(run), **style)
-            self.loss_plot.plot(*run.series("val_loss"), name=curve_name(run), **style)
-            last_epoch = max([last_epoch, *epochs])
-        for plot in (self.accuracy_plot, self.loss_plot):
-            axis = plot.getAxis("bottom")
-            if last_epoch <= 15:
-                axis.setTickSpacing(1, 1)  # whole epochs: pyqtgraph would label halves on short runs
-            else:
-                axis.setTickSpacing()
-            plot.setXRange(1, max(last_epoch, 2), padding=0.05)
-        self.loss_plot.enableAutoRange(axis=pg.ViewBox.YAxis)
-        self._stack.setCurrentIndex(1 if runs else 0)
-        return colors
-
-    def apply_palette(self, palette: QPalette) -> None:
-        """Follow the palette: plot background, axes, titles and legend."""
-        text = palette.color(QPalette.ColorRole.Text)
-        base = palette.color(QPalette.ColorRole.Base)
-        for plot, title, unit in ((self.accuracy_plot, "Validation accuracy", "accuracy (%)"),
-                                  (self.loss_plot, "Validation loss", "loss")):
-            plot.setBackground(base)
-            plot.setTitle(title, color=text.name(), size="10pt")
-            for side in ("left", "bottom"):
-                axis = plot.getAxis(side)
-                axis.setPen(pg.mkPen(palette.color(QPalette.ColorRole.Mid)))
-                axis.setTextPen(pg.mkPen(text))
-            plot.setLabel("left", unit, color=text.name())
-            plot.setLabel("bottom", "epoch", color=text.name())
-        self.accuracy_legend.setLabelTextColor(text)
-        legend_background = QColor(base)
-        legend_background.setAlpha(220)
-        self.accuracy_legend.setBrush(pg.mkBrush(legend_background))
-        self.accuracy_legend.setPen(pg.mkPen(palette.color(QPalette.ColorRole.Mid)))
-
-
-def curve_name(run: RunSummary) -> str:
-    """The legend entry of a run: when it started and its backbone."""
-    started = run.started.strftime("%b %d %H:%M") if run.started else run.name
-    return f"{started} · {run.backbone}"
 
 
 class RunsPage(QWidget):

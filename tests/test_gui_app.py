@@ -62,8 +62,8 @@ def test_every_page_on_the_demo_project(qtbot, window: MainWindow, tmp_path: Pat
         if name == "augment":
             qtbot.waitSignal(window.augment_page.preview_updated, timeout=120_000).wait()
         if name == "data":
-            thumbnails = window.data_page.thumbnail_grid.thumbnail_model
-            qtbot.waitUntil(lambda: thumbnails.loaded_count >= 10, timeout=60_000)
+            qtbot.waitUntil(lambda: window.data_page.thumbnail_grid.thumbnail_model.loaded_count >= 10,
+                            timeout=60_000)
         QApplication.processEvents()
         path = SCREENSHOTS / f"{row + 1}-{name}.png"
         assert window.grab().save(str(path))

@@ -23,8 +23,10 @@ from engine.runfolder import RunFolder, read_events
 from engine.train import train
 from gui.config_state import ConfigState
 from gui.run_controller import RunController
+from gui.run_curves import curve_name
 from gui.run_list import list_runs, read_run
-from gui.runs_page import RunsPage, RunTableModel, curve_name, displayed_state
+from gui.run_table import RunTableModel, displayed_state
+from gui.runs_page import RunsPage
 from gui.style import apply_style
 
 ROOT = Path(__file__).resolve().parents[1]
