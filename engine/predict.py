@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -72,6 +73,36 @@ class Predictor:
         self.model = self.plan.prepare_model(model).eval()
         self.transform = create_eval_transform(settings)
 
+    def predict_proba(
+        self,
+        paths: Sequence[Path],
+        *,
+        batch_size: int = 32,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ProbabilityResult:
+        """Class probabilities of every file that decodes.
+
+        Returns:
+            ``probabilities`` ``(N, C)`` float32 softmax rows for the files in ``kept``
+            (indices into ``paths``, in order), and ``failures``: ``{index: reason}``.
+        """
+        dataset = ImageDataset(list(paths), list(range(len(paths))), self.transform)
+        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_with_failures)
+        rows: list[np.ndarray] = []
+        kept: list[int] = []
+        failures: dict[int, str] = {}
+        for images, indices, failed in loader:
+            failures.update(failed)
+            if len(indices):
+                with torch.inference_mode():
+                    logits = self.model(self.plan.to_device(images)).float()
+                rows.append(logits.softmax(dim=1).cpu().numpy())
+                kept.extend(indices.tolist())
+            if progress is not None:
+                progress(len(kept) + len(failures), len(paths))
+        probabilities = np.concatenate(rows) if rows else np.zeros((0, len(self.classes)), dtype=np.float32)
+        return ProbabilityResult(probabilities, kept, failures)
+
     def predict(
         self,
         paths: Sequence[Path],
@@ -81,26 +112,41 @@ class Predictor:
         progress: Callable[[int, int], None] | None = None,
     ) -> list[Prediction]:
         """Predict every file; unreadable files get a Prediction with ``error`` set, in input order."""
-        k = max(1, min(top_k, len(self.classes)))
-        dataset = ImageDataset(list(paths), list(range(len(paths))), self.transform)
-        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_with_failures)
-        results: dict[int, Prediction] = {}
-        for images, indices, failures in loader:
-            for index, reason in failures:
-                results[index] = Prediction(Path(paths[index]), error=reason)
-            if len(indices):
-                with torch.inference_mode():
-                    probabilities = self.model(self.plan.to_device(images)).float().softmax(dim=1).cpu()
-                top = probabilities.topk(k, dim=1)
-                for row, index in enumerate(indices.tolist()):
-                    results[index] = Prediction(
-                        Path(paths[index]),
-                        labels=tuple(self.classes[i] for i in top.indices[row].tolist()),
-                        probabilities=tuple(top.values[row].tolist()),
-                    )
-            if progress is not None:
-                progress(len(results), len(paths))
-        return [results[index] for index in range(len(paths))]
+        result = self.predict_proba(paths, batch_size=batch_size, progress=progress)
+        return predictions_from_probabilities(paths, result, self.classes, top_k=top_k)
+
+
+@dataclass(frozen=True)
+class ProbabilityResult:
+    """Softmax rows of the files that decoded.
+
+    Attributes:
+        probabilities: ``(len(kept), C)`` float32, rows sum to 1.
+        kept: indices (into the input paths) of the rows, in order.
+        failures: ``{index: reason}`` of files that could not be read.
+    """
+
+    probabilities: np.ndarray
+    kept: list[int]
+    failures: dict[int, str]
+
+
+def predictions_from_probabilities(
+    paths: Sequence[Path], result: ProbabilityResult, classes: Sequence[str], *, top_k: int = 3
+) -> list[Prediction]:
+    """Top-k labels per file, in input order (any model or ensemble that gives probabilities)."""
+    k = max(1, min(top_k, len(classes)))
+    predictions: dict[int, Prediction] = {
+        index: Prediction(Path(paths[index]), error=reason) for index, reason in result.failures.items()
+    }
+    for row, index in enumerate(result.kept):
+        order = np.argsort(-result.probabilities[row])[:k]
+        predictions[index] = Prediction(
+            Path(paths[index]),
+            labels=tuple(classes[i] for i in order),
+            probabilities=tuple(float(result.probabilities[row, i]) for i in order),
+        )
+    return [predictions[index] for index in range(len(paths))]
 
 
 def collect_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
