@@ -109,3 +109,19 @@ def test_closing_during_a_run_asks_and_stops_cleanly(qtbot, window: MainWindow, 
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=10_000)
     last = window.train_page.run_dir / "checkpoints" / "last.safetensors"
     assert load_checkpoint(last).metadata["stopped"] == "stopped"
+
+
+def test_config_save_and_load_through_the_window(qtbot, window: MainWindow, small_demo: Path, tmp_path: Path) -> None:
+    open_and_scan(qtbot, window, small_demo)
+    assert window.state.apply({"optim.learning_rate": 0.02, "model.head": "mlp"})
+    saved = window.save_config(tmp_path / "recipe.yaml")
+    assert window.state.apply({"optim.learning_rate": 0.5, "model.head": "linear"})
+    assert window.load_config(saved)
+    assert window.state.config.optim.learning_rate == 0.02 and window.state.config.model.head == "mlp"
+    (tmp_path / "broken.yaml").write_text("optim:\n  epochs: zero\n")
+    assert not window.load_config(tmp_path / "broken.yaml")
+    assert "optim.epochs" in window.status_label.text()
+    shortcuts = {action.text(): action.shortcut().toString() for action in
+                 (window.open_action, window.start_action, window.stop_action, window.save_config_action)}
+    assert shortcuts == {"&Open data folder…": "Ctrl+O", "&Start training": "Ctrl+Return",
+                         "S&top training": "Ctrl+.", "&Save config…": "Ctrl+S"}
