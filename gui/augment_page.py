@@ -18,9 +18,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QGridLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QRadioButton,
     QScrollArea,
@@ -35,7 +33,17 @@ from augment import AugmentControls, get_preset, list_presets, resolve_controls
 from engine.config import RANDOM_POLICIES, RunConfig
 from engine.errors import ConfigError
 from gui.config_state import ConfigState
-from gui.fields import BoundField, ChoiceField, FractionField, IntegerField, NumberField, field_form
+from gui.fields import (
+    OFF_TEXT,
+    BoundField,
+    ChoiceField,
+    FractionField,
+    IntegerField,
+    NumberField,
+    PairField,
+    WholeNumberField,
+    field_form,
+)
 from gui.preview_view import AugmentPreview
 from gui.style import severity_color
 
@@ -59,7 +67,6 @@ FEATURE_EXTRACTION_MIXING = (
     "augmented copy of every training image."
 )
 FINE_TUNING_MIXING = "Feature views are used only in feature extraction mode."
-OFF_TEXT = "off"
 CONTROLS_WIDTH = 380  # starting width of the controls column, in pixels; the preview gets the rest
 
 # (group title, [(control, label)]) of the controls a preset sets, in the order the pipeline runs them.
@@ -113,81 +120,6 @@ class PresetField(BoundField):
 
     def _read(self) -> str:
         return list_presets()[self.buttons.checkedId()]
-
-
-class PairField(BoundField):
-    """A [min, max] range in two boxes; both empty means the preset's range (null).
-
-    With one box empty, that side takes the preset's value (see ``set_effective``).
-    """
-
-    def __init__(self, state: ConfigState, path: str, *, integer: bool = False, parent: QWidget | None = None):
-        super().__init__(state, path, parent)
-        self.integer = integer
-        self._effective: Sequence[float] | None = None
-        self.editor = QWidget(self)
-        self.minimum_edit = QLineEdit(self.editor)
-        self.maximum_edit = QLineEdit(self.editor)
-        layout = QHBoxLayout(self.editor)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.minimum_edit, 1)
-        layout.addWidget(QLabel("to", self.editor))
-        layout.addWidget(self.maximum_edit, 1)
-        for edit in (self.minimum_edit, self.maximum_edit):
-            edit.editingFinished.connect(self.commit)
-        self._finish()
-
-    def set_effective(self, pair: Sequence[float] | None) -> None:
-        """Show the range in force while the boxes are empty; None shows that the step is off."""
-        self._effective = pair
-        texts = (OFF_TEXT, OFF_TEXT) if pair is None else (f"{pair[0]:.3g}", f"{pair[1]:.3g}")
-        self.minimum_edit.setPlaceholderText(texts[0])
-        self.maximum_edit.setPlaceholderText(texts[1])
-
-    def commit(self) -> bool:
-        """Send the range to the state; as ``BoundField.commit``."""
-        accepted = super().commit()
-        if accepted and self.path not in self.state.errors:
-            self._on_state_field_error(self.path, "")  # also clears a message about the typed text
-        return accepted
-
-    def _show(self, value: Any) -> None:
-        low, high = ("", "") if value is None else (f"{value[0]:g}", f"{value[1]:g}")
-        self.minimum_edit.setText(low)
-        self.maximum_edit.setText(high)
-
-    def _read(self) -> list[float] | None:
-        texts = [self.minimum_edit.text().strip(), self.maximum_edit.text().strip()]
-        if not any(texts):
-            return None
-        pair = []
-        for side, text in enumerate(texts):
-            if text:
-                pair.append(self._number(text))
-            elif self._effective is not None:
-                pair.append(self._effective[side])
-            else:
-                raise ValueError("give both a min and a max, or neither for the preset's range")
-        return pair
-
-    def _number(self, text: str) -> float:
-        try:
-            return int(text) if self.integer else float(text)
-        except ValueError:
-            kind = "whole numbers" if self.integer else "numbers"
-            raise ValueError(f"min and max must be {kind}, got {text!r}") from None
-
-
-class WholeNumberField(NumberField):
-    """An optional whole number typed as text; an empty box means null."""
-
-    def _read(self) -> int | None:
-        number = super()._read()
-        if number is None:
-            return None
-        if not number.is_integer():
-            raise ValueError(f"must be a whole number, got {self.editor.text().strip()!r}")
-        return int(number)
 
 
 class OverrideRow(QWidget):

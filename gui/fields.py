@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QSpinBox,
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
 from engine.config import RunConfig
 from gui.config_state import ConfigState
 
+OFF_TEXT = "off"  # what an optional control shows when its step does not run
 ERROR_STYLE = "color: palette(bright-text); background: #c62828; border-radius: 3px; padding: 1px 4px;"
 
 
@@ -223,6 +225,93 @@ class TextField(BoundField):
 
     def _read(self) -> str:
         return self.editor.text().strip()
+
+
+class PairField(BoundField):
+    """A [min, max] range in two boxes; both empty means the preset's range (null).
+
+    With one box empty, that side takes the preset's value (see ``set_effective``).
+    """
+
+    def __init__(self, state: ConfigState, path: str, *, integer: bool = False, parent: QWidget | None = None):
+        super().__init__(state, path, parent)
+        self.integer = integer
+        self._effective: Sequence[float] | None = None
+        self.editor = QWidget(self)
+        self.minimum_edit = QLineEdit(self.editor)
+        self.maximum_edit = QLineEdit(self.editor)
+        layout = QHBoxLayout(self.editor)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.minimum_edit, 1)
+        layout.addWidget(QLabel("to", self.editor))
+        layout.addWidget(self.maximum_edit, 1)
+        for edit in (self.minimum_edit, self.maximum_edit):
+            edit.editingFinished.connect(self.commit)
+        self._finish()
+
+    def set_effective(self, pair: Sequence[float] | None) -> None:
+        """Show the range in force while the boxes are empty; None shows that the step is off."""
+        self._effective = pair
+        texts = (OFF_TEXT, OFF_TEXT) if pair is None else (f"{pair[0]:.3g}", f"{pair[1]:.3g}")
+        self.minimum_edit.setPlaceholderText(texts[0])
+        self.maximum_edit.setPlaceholderText(texts[1])
+
+
+    def _show(self, value: Any) -> None:
+        low, high = ("", "") if value is None else (f"{value[0]:g}", f"{value[1]:g}")
+        self.minimum_edit.setText(low)
+        self.maximum_edit.setText(high)
+
+    def _read(self) -> list[float] | None:
+        texts = [self.minimum_edit.text().strip(), self.maximum_edit.text().strip()]
+        if not any(texts):
+            return None
+        pair = []
+        for side, text in enumerate(texts):
+            if text:
+                pair.append(self._number(text))
+            elif self._effective is not None:
+                pair.append(self._effective[side])
+            else:
+                raise ValueError("give both a min and a max, or neither for the preset's range")
+        return pair
+
+    def _number(self, text: str) -> float:
+        try:
+            return int(text) if self.integer else float(text)
+        except ValueError:
+            kind = "whole numbers" if self.integer else "numbers"
+            raise ValueError(f"min and max must be {kind}, got {text!r}") from None
+
+
+class WholeNumberField(NumberField):
+    """An optional whole number typed as text; an empty box means null."""
+
+    def _read(self) -> int | None:
+        number = super()._read()
+        if number is None:
+            return None
+        if not number.is_integer():
+            raise ValueError(f"must be a whole number, got {self.editor.text().strip()!r}")
+        return int(number)
+
+
+class OptionalIntegerField(BoundField):
+    """A whole number that may be unset (null): the spin box's lowest value reads ``off``."""
+
+    def __init__(self, state: ConfigState, path: str, *, maximum: int = 100_000, parent: QWidget | None = None):
+        super().__init__(state, path, parent)
+        self.editor = QSpinBox(self)
+        self.editor.setRange(0, maximum)
+        self.editor.setSpecialValueText("off")
+        self.editor.valueChanged.connect(self.commit)
+        self._finish()
+
+    def _show(self, value: Any) -> None:
+        self.editor.setValue(0 if value is None else int(value))
+
+    def _read(self) -> int | None:
+        return self.editor.value() or None
 
 
 def field_form(rows: Sequence[tuple[str, QWidget]], parent: QWidget | None = None) -> QWidget:

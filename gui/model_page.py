@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QScrollArea,
-    QSpinBox,
     QSplitter,
     QTabWidget,
     QTreeWidget,
@@ -34,12 +33,12 @@ from engine.health import HealthReport
 from gui.backbone_picker import BackbonePicker
 from gui.config_state import ConfigState
 from gui.fields import (
-    BoundField,
     CheckField,
     ChoiceField,
     FractionField,
     IntegerField,
     NumberField,
+    OptionalIntegerField,
     field_form,
 )
 from gui.lr_finder_panel import LRFinderPanel
@@ -72,24 +71,6 @@ def trainable_count(config: RunConfig, num_stages: int) -> int:
         return 0
     stages = config.model.trainable_stages
     return num_stages if stages == -1 else min(stages, num_stages)
-
-
-class OptionalIntegerField(BoundField):
-    """A whole number that may be unset (null): the spin box's lowest value reads ``off``."""
-
-    def __init__(self, state: ConfigState, path: str, *, maximum: int = 100_000, parent: QWidget | None = None):
-        super().__init__(state, path, parent)
-        self.editor = QSpinBox(self)
-        self.editor.setRange(0, maximum)
-        self.editor.setSpecialValueText("off")
-        self.editor.valueChanged.connect(self.commit)
-        self._finish()
-
-    def _show(self, value: Any) -> None:
-        self.editor.setValue(0 if value is None else int(value))
-
-    def _read(self) -> int | None:
-        return self.editor.value() or None
 
 
 class StageView(QWidget):

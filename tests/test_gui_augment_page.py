@@ -18,8 +18,9 @@ from PySide6.QtWidgets import QApplication
 
 from augment import preview_dataset
 from engine.config import RunConfig
-from gui.augment_page import AugmentPage, PairField
+from gui.augment_page import AugmentPage
 from gui.config_state import ConfigState
+from gui.fields import PairField
 from gui.preview_view import NO_DATA_TITLE, PREVIEW_COPIES, UPDATING_TEXT, backbone_data_settings
 from gui.style import apply_style
 
