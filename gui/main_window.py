@@ -37,7 +37,7 @@ from gui.augment_page import AugmentPage
 from gui.config_state import ConfigState
 from gui.dataset_view import DataPage
 from gui.model_page import ModelPage
-from gui.project_page import ProjectPage
+from gui.project_page import ProjectPage, dropped_project
 from gui.run_controller import RunController
 from gui.runs_page import RunsPage
 from gui.scanner import DatasetScanner, ScanResult
@@ -174,13 +174,13 @@ class MainWindow(QMainWindow):
     # Qt event handlers ---------------------------------------------------------------------------
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if _dropped_folder(event) is not None:
+        if dropped_project(event) is not None:
             event.acceptProposedAction()
         else:
             event.ignore()
 
     def dropEvent(self, event: QDropEvent) -> None:
-        folder = _dropped_folder(event)
+        folder = dropped_project(event)
         if folder is None:
             event.ignore()
             return
@@ -387,15 +387,3 @@ class MainWindow(QMainWindow):
     def _set_status(self, text: str) -> None:
         self.status_label.setText(text)
         self.status_label.setToolTip(text)
-
-
-def _dropped_folder(event: QDragEnterEvent | QDropEvent) -> Path | None:
-    """The single local folder being dragged onto the window, if that is what it is."""
-    mime = event.mimeData()
-    if mime is None or not mime.hasUrls():
-        return None
-    urls = mime.urls()
-    if len(urls) != 1 or not urls[0].isLocalFile():
-        return None
-    path = Path(urls[0].toLocalFile())
-    return path if path.is_dir() else None

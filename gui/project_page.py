@@ -207,7 +207,7 @@ class ProjectPage(QWidget):
     # Qt event handlers ---------------------------------------------------------------------------
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        dropped = _dropped_project(event)
+        dropped = dropped_project(event)
         if dropped is None:
             event.ignore()
             return
@@ -219,7 +219,7 @@ class ProjectPage(QWidget):
         super().dragLeaveEvent(event)
 
     def dropEvent(self, event: QDropEvent) -> None:
-        dropped = _dropped_project(event)
+        dropped = dropped_project(event)
         if dropped is None:
             event.ignore()
             return
@@ -358,8 +358,8 @@ def _scaled_font(font: QFont, factor: float, *, bold: bool) -> QFont:
     return scaled
 
 
-def _dropped_project(event: QDragEnterEvent | QDropEvent) -> Path | None:
-    """The single local folder or CSV being dragged onto the page, if that is what it is."""
+def dropped_project(event: QDragEnterEvent | QDropEvent) -> Path | None:
+    """The single local folder or CSV being dragged onto the window, if that is what it is."""
     mime = event.mimeData()
     if mime is None or not mime.hasUrls() or len(mime.urls()) != 1 or not mime.urls()[0].isLocalFile():
         return None
