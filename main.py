@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
+    from engine.ensemble import ProbabilityModel
     from engine.weights import WeightsProvider
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -103,6 +104,34 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
     predict.add_argument("--csv", metavar="FILE", help="also write the predictions to this CSV")
     predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    predict.add_argument("--tta", choices=("none", "flip", "multicrop"), default="none",
+                         help="test-time augmentation: average over flipped or cropped views")
+
+    ensemble = commands.add_parser(
+        "ensemble", help="combine checkpoints: build a manifest or a weight soup, predict", formatter_class=formatter,
+        epilog=_examples("python main.py ensemble build RUN_A RUN_B RUN_C --out ensemble.json",
+                         "python main.py ensemble build RUN_A RUN_B RUN_C --out ensemble.json --greedy",
+                         "python main.py ensemble build RUN/checkpoints/best.safetensors "
+                         "RUN/checkpoints/ema.safetensors --soup uniform --out soup.safetensors",
+                         "python main.py ensemble predict ensemble.json new_photos/ --tta flip"))
+    actions = ensemble.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
+    build = actions.add_parser("build", help="write an ensemble manifest (or, with --soup, an averaged checkpoint)")
+    build.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help=".safetensors files or run folders")
+    build.add_argument("--out", required=True, metavar="FILE", help="manifest .json, or .safetensors with --soup")
+    build.add_argument("--weights", type=float, nargs="+", metavar="W", help="one weight per checkpoint")
+    build.add_argument("--greedy", action="store_true", help="weights by greedy selection on the validation split")
+    build.add_argument("--metric", choices=("log_loss", "accuracy"), default="log_loss", help="greedy score")
+    build.add_argument("--max-members", type=int, help="greedy selection: most distinct members")
+    build.add_argument("--soup", choices=("uniform", "greedy"), help="average the weights instead (same architecture)")
+    build.add_argument("--data", metavar="DATA", help="the dataset, if it moved since training")
+    build.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ensemble_predict = actions.add_parser("predict", help="predict labels with an ensemble")
+    ensemble_predict.add_argument("manifest", help="an ensemble manifest .json")
+    ensemble_predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    ensemble_predict.add_argument("--top-k", type=int, default=3)
+    ensemble_predict.add_argument("--csv", metavar="FILE")
+    ensemble_predict.add_argument("--tta", choices=("none", "flip", "multicrop"), default="none")
+    ensemble_predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
     config = commands.add_parser(
         "config", help="print the default config, or check a config file", formatter_class=formatter,
@@ -147,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from engine.errors import TransferStudioError
 
     handlers = {"scan": _scan, "train": _train, "lr-find": _lr_find, "sanity": _sanity, "preview": _preview,
-                "predict": _predict, "config": _config, "doctor": _doctor, "backbones": _backbones}
+                "predict": _predict, "ensemble": _ensemble, "config": _config, "doctor": _doctor,
+                "backbones": _backbones}
     try:
         return handlers[arguments.command](arguments)
     except TransferStudioError as error:
@@ -259,11 +289,16 @@ def _preview(arguments: argparse.Namespace) -> int:
 
 
 def _predict(arguments: argparse.Namespace) -> int:
-    from engine.predict import Predictor, collect_image_paths, write_predictions_csv
+    from engine.ensemble import load_probability_model
 
-    paths = collect_image_paths(arguments.paths)
-    predictor = Predictor(arguments.checkpoint, device=arguments.device)
-    predictions = predictor.predict(paths, top_k=arguments.top_k)
+    model = load_probability_model(arguments.checkpoint, device=arguments.device, tta=arguments.tta)
+    return _print_predictions(model, arguments)
+
+
+def _print_predictions(model: ProbabilityModel, arguments: argparse.Namespace) -> int:
+    from engine.predict import collect_image_paths, write_predictions_csv
+
+    predictions = model.predict(collect_image_paths(arguments.paths), top_k=arguments.top_k)
     for prediction in predictions:
         if prediction.error:
             print(f"{prediction.path}\tunreadable: {prediction.error}")
@@ -273,6 +308,38 @@ def _predict(arguments: argparse.Namespace) -> int:
             print(f"{prediction.path}\t{ranked}")
     if arguments.csv:
         write_predictions_csv(predictions, arguments.csv)
+    return EXIT_OK
+
+
+def _ensemble(arguments: argparse.Namespace) -> int:
+    from engine.ensemble import Ensemble, build_greedy_manifest, build_manifest, save_manifest
+
+    if arguments.action == "predict":
+        return _print_predictions(Ensemble(arguments.manifest, device=arguments.device, tta=arguments.tta), arguments)
+    if arguments.soup:
+        from engine.ensemble import load_validation_split
+        from engine.soup import greedy_soup, uniform_soup
+
+        if arguments.soup == "uniform":
+            soup = uniform_soup(arguments.checkpoints, arguments.out)
+        else:
+            validation = load_validation_split(arguments.checkpoints, data=arguments.data)
+            soup = greedy_soup(arguments.checkpoints, validation, arguments.out, device=arguments.device)
+            for path, score in soup.member_accuracy.items():
+                print(f"{path}\tval top-1 {score:.1%}")
+            print(f"soup\tval top-1 {soup.accuracy:.1%}")
+        print(f"soup of {len(soup.members)} checkpoints written to {soup.path}")
+        return EXIT_OK
+    if arguments.greedy:
+        manifest, scores = build_greedy_manifest(arguments.checkpoints, data=arguments.data, metric=arguments.metric,
+                                                 max_members=arguments.max_members, device=arguments.device)
+        for score in scores:
+            print(f"{score.name}\tval log-loss {score.log_loss:.4f}\ttop-1 {score.accuracy:.1%}\t"
+                  f"picked {score.picked}x")
+    else:
+        manifest = build_manifest(arguments.checkpoints, weights=arguments.weights)
+    path = save_manifest(manifest, arguments.out)
+    print(f"ensemble of {len(manifest.members)} members ({manifest.combine}) written to {path}")
     return EXIT_OK
 
 

@@ -37,7 +37,13 @@ _EXPORTS = {
     "engine.runfolder": ("RunFolder", "EventTail", "read_events"),
     "engine.checkpoint": ("Checkpoint", "load_checkpoint", "save_checkpoint", "read_checkpoint_metadata"),
     "engine.train": ("RunResult", "train", "resume"),
-    "engine.predict": ("Prediction", "Predictor", "collect_image_paths", "write_predictions_csv"),
+    "engine.predict": ("Prediction", "Predictor", "ProbabilityResult", "collect_image_paths",
+                       "write_predictions_csv"),
+    "engine.ensemble": ("Ensemble", "EnsembleManifest", "EnsembleMember", "build_manifest", "build_greedy_manifest",
+                        "save_manifest", "load_manifest", "is_manifest", "load_probability_model",
+                        "load_validation_split", "greedy_selection", "log_loss"),
+    "engine.soup": ("SoupResult", "uniform_soup", "greedy_soup", "check_soup_members"),
+    "engine.tta": ("TTA_MODES", "TestTimeAugmentation", "create_multicrop_transform"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -48,6 +48,8 @@ class ProbabilityModel(Protocol):
         self, paths: Sequence[Path], *, batch_size: int = 32, progress: Callable[[int, int], None] | None = None
     ) -> ProbabilityResult: ...
 
+    def predict(self, paths: Sequence[Path], *, top_k: int = 3) -> list[Prediction]: ...
+
 
 @dataclass(frozen=True)
 class EnsembleMember:
@@ -488,6 +490,42 @@ def greedy_selection(
         size += 1
         current = best_cost
     return counts
+
+
+@dataclass(frozen=True)
+class MemberScore:
+    """How one member scored on the validation split during greedy selection."""
+
+    name: str
+    log_loss: float
+    accuracy: float
+    picked: int
+
+
+def build_greedy_manifest(
+    checkpoints: Sequence[str | Path],
+    *,
+    data: str | Path | None = None,
+    metric: str = "log_loss",
+    max_members: int | None = None,
+    device: str = "auto",
+) -> tuple[EnsembleManifest, list[MemberScore]]:
+    """An ensemble whose weights greedy selection picked on the members' own validation split.
+
+    Returns:
+        The weighted manifest (members never picked are left out) and every member's scores.
+    """
+    manifest = build_manifest(checkpoints)
+    dataset = load_validation_split(checkpoints, data=data)
+    paths = [record.path for record in dataset.splits["val"]]
+    targets = np.array(dataset.targets("val"))
+    results = Ensemble(manifest, device=device).member_probabilities(paths)
+    kept = targets[next(iter(results.values())).kept]
+    counts = greedy_selection({name: result.probabilities for name, result in results.items()}, kept,
+                              max_members=max_members, metric=metric)
+    scores = [MemberScore(name, log_loss(result.probabilities, kept), accuracy(result.probabilities, kept),
+                          counts[name]) for name, result in results.items()]
+    return manifest.with_weights(counts), scores
 
 
 def _check_scores_input(probabilities: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -71,6 +71,7 @@ class Predictor:
         except RuntimeError as error:
             raise CheckpointError(f"{loaded_checkpoint.path}: weights do not fit {backbone} ({error})") from error
         self.model = self.plan.prepare_model(model).eval()
+        self.data_settings = settings
         self.transform = create_eval_transform(settings)
 
     def predict_proba(

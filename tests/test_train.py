@@ -217,3 +217,16 @@ def test_sigkilled_run_resumes_from_last(tmp_path: Path) -> None:
     assert [row["epoch"] for row in RunFolder(run_dir).read_metrics()] == [1.0, 2.0, 3.0]
     assert load_checkpoint(run_dir / "checkpoints" / "last.safetensors").metadata["epoch"] == 3
     assert not list(run_dir.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_cli_ensemble_of_a_runs_checkpoints_predicts(demo_run: Path, tmp_path: Path) -> None:
+    checkpoints = [str(demo_run / "checkpoints" / f"{name}.safetensors") for name in ("best", "last")]
+    built = run_cli("ensemble", "build", *checkpoints, "--out", str(tmp_path / "ensemble.json"))
+    assert built.returncode == 0, built.stderr
+    assert "ensemble of 2 members (mean)" in built.stdout
+    predicted = run_cli("ensemble", "predict", str(tmp_path / "ensemble.json"), str(DEMO / "trouser"), "--top-k", "1",
+                        "--tta", "flip")
+    assert predicted.returncode == 0, predicted.stderr
+    labels = [line.split("\t")[1].split()[0] for line in predicted.stdout.strip().splitlines()]
+    assert len(labels) == 50 and labels.count("trouser") >= 40
