@@ -107,6 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", choices=("none", "flip", "multicrop"), default="none",
                          help="test-time augmentation: average over flipped or cropped views")
 
+    evaluate = commands.add_parser(
+        "evaluate", help="score a checkpoint or an ensemble on labelled images and write a report",
+        formatter_class=formatter,
+        epilog=_examples("python main.py evaluate photos/.transfer-studio/runs/20261124-101500-resnet18 photos/",
+                         "python main.py evaluate ensemble.json photos/ --split test",
+                         "python main.py evaluate RUN_DIR photos/ --fit-temperature"))
+    evaluate.add_argument("model", help="a .safetensors checkpoint, a run folder (its best) or an ensemble manifest")
+    evaluate.add_argument("data", help="the dataset (split with the model's own split settings)")
+    evaluate.add_argument("--split", choices=("val", "test", "train", "all"), default="val",
+                          help="images to score (default val: those the model was validated on)")
+    evaluate.add_argument("--out", metavar="DIR", help="report folder (default: RUN_DIR/evaluation/SPLIT-STAMP)")
+    evaluate.add_argument("--fit-temperature", action="store_true",
+                          help="fit temperature scaling on val; saved with a checkpoint when it helps")
+    evaluate.add_argument("--top-losses", type=int, default=16, help="confidently wrong images shown (default 16)")
+    evaluate.add_argument("--tta", choices=("none", "flip", "multicrop"), default="none")
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
     ensemble = commands.add_parser(
         "ensemble", help="combine checkpoints: build a manifest or a weight soup, predict", formatter_class=formatter,
         epilog=_examples("python main.py ensemble build RUN_A RUN_B RUN_C --out ensemble.json",
@@ -176,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from engine.errors import TransferStudioError
 
     handlers = {"scan": _scan, "train": _train, "lr-find": _lr_find, "sanity": _sanity, "preview": _preview,
-                "predict": _predict, "ensemble": _ensemble, "config": _config, "doctor": _doctor,
+                "predict": _predict, "evaluate": _evaluate, "ensemble": _ensemble, "config": _config, "doctor": _doctor,
                 "backbones": _backbones}
     try:
         return handlers[arguments.command](arguments)
@@ -308,6 +325,17 @@ def _print_predictions(model: ProbabilityModel, arguments: argparse.Namespace) -
             print(f"{prediction.path}\t{ranked}")
     if arguments.csv:
         write_predictions_csv(predictions, arguments.csv)
+    return EXIT_OK
+
+
+def _evaluate(arguments: argparse.Namespace) -> int:
+    from engine.evaluate import evaluate_command
+    from engine.report import describe_report
+
+    folder = evaluate_command(arguments.model, arguments.data, split=arguments.split, out_dir=arguments.out,
+                              fit_temperature=arguments.fit_temperature, top_losses=arguments.top_losses,
+                              tta=arguments.tta, device=arguments.device)
+    print(describe_report(folder))
     return EXIT_OK
 
 

@@ -42,6 +42,12 @@ _EXPORTS = {
     "engine.ensemble": ("Ensemble", "EnsembleManifest", "EnsembleMember", "build_manifest", "build_greedy_manifest",
                         "save_manifest", "load_manifest", "is_manifest", "load_probability_model",
                         "load_validation_split", "greedy_selection", "log_loss"),
+    "engine.evaluate": ("Evaluation", "ClassMetrics", "TopLoss", "Unreadable", "evaluate", "evaluate_probabilities",
+                        "evaluate_command", "rescaled"),
+    "engine.calibration": ("ReliabilityBin", "TemperatureFit", "reliability_bins", "expected_calibration_error",
+                           "fit_temperature", "apply_temperature", "calibrate", "save_temperature",
+                           "temperature_from_metadata"),
+    "engine.report": ("write_report", "describe_report"),
     "engine.soup": ("SoupResult", "uniform_soup", "greedy_soup", "check_soup_members"),
     "engine.tta": ("TTA_MODES", "TestTimeAugmentation", "create_multicrop_transform"),
 }

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from augment import create_eval_transform
 from engine.atomic import atomic_write_text
 from engine.backbones import DataSettings, create_model
+from engine.calibration import temperature_from_metadata
 from engine.checkpoint import load_checkpoint
 from engine.data import ImageDataset, collate_with_failures
 from engine.device import plan_device
@@ -73,6 +74,8 @@ class Predictor:
         self.model = self.plan.prepare_model(model).eval()
         self.data_settings = settings
         self.transform = create_eval_transform(settings)
+        # Temperature scaling fitted on validation (engine.calibration): 1.0 when none was saved.
+        self.temperature = temperature_from_metadata(metadata, loaded_checkpoint.path)
 
     def predict_proba(
         self,
@@ -97,7 +100,7 @@ class Predictor:
             if len(indices):
                 with torch.inference_mode():
                     logits = self.model(self.plan.to_device(images)).float()
-                rows.append(logits.softmax(dim=1).cpu().numpy())
+                rows.append((logits / self.temperature).softmax(dim=1).cpu().numpy())
                 kept.extend(indices.tolist())
             if progress is not None:
                 progress(len(kept) + len(failures), len(paths))

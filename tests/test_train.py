@@ -230,3 +230,15 @@ def test_cli_ensemble_of_a_runs_checkpoints_predicts(demo_run: Path, tmp_path: P
     assert predicted.returncode == 0, predicted.stderr
     labels = [line.split("\t")[1].split()[0] for line in predicted.stdout.strip().splitlines()]
     assert len(labels) == 50 and labels.count("trouser") >= 40
+
+
+@pytest.mark.slow
+def test_cli_evaluate_writes_a_report(demo_run: Path, tmp_path: Path) -> None:
+    result = run_cli("evaluate", str(demo_run), str(DEMO), "--out", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    for name in ("report.json", "index.html", "confusion.png", "reliability.png", "top_losses.png"):
+        assert (tmp_path / "report" / name).is_file(), name
+    summary = json.loads((tmp_path / "report" / "report.json").read_text())["summary"]
+    best = load_checkpoint(demo_run / "checkpoints" / "best.safetensors").metadata["metrics"]
+    # The report scores the images the run validated on, exactly as training did.
+    assert summary["top1"] == pytest.approx(best["val_top1"]) and summary["images"] == 100
