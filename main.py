@@ -124,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tta", choices=("none", "flip", "multicrop"), default="none")
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
+    export = commands.add_parser(
+        "export", help="export a checkpoint or an ensemble to ONNX, TorchScript and a timm folder",
+        formatter_class=formatter,
+        epilog=_examples("python main.py export RUN_DIR exports/",
+                         "python main.py export ensemble.json exports/ --format onnx --check-images photos/"))
+    export.add_argument("model", help="a .safetensors checkpoint, a run folder (its best) or an ensemble manifest")
+    export.add_argument("out_dir", help="the export folder: one subfolder per format")
+    export.add_argument("--format", dest="formats", action="append", choices=("onnx", "torchscript", "timm"),
+                        help="a format to write (repeat for more; default: every format the model has)")
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18, the oldest torch writes)")
+    export.add_argument("--check-images", nargs="+", metavar="PATH",
+                        help="images or folders for the parity check (default: a few from the training data)")
+
     ensemble = commands.add_parser(
         "ensemble", help="combine checkpoints: build a manifest or a weight soup, predict", formatter_class=formatter,
         epilog=_examples("python main.py ensemble build RUN_A RUN_B RUN_C --out ensemble.json",
@@ -192,9 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import engine  # noqa: F401  (makes torchvision importable before any command needs timm)
     from engine.errors import TransferStudioError
 
-    handlers = {"scan": _scan, "train": _train, "lr-find": _lr_find, "sanity": _sanity, "preview": _preview,
-                "predict": _predict, "evaluate": _evaluate, "ensemble": _ensemble, "config": _config, "doctor": _doctor,
-                "backbones": _backbones}
+    handlers = {
+        "scan": _scan, "train": _train, "lr-find": _lr_find, "sanity": _sanity, "preview": _preview,
+        "predict": _predict, "evaluate": _evaluate, "export": _export, "ensemble": _ensemble, "config": _config,
+        "doctor": _doctor, "backbones": _backbones,
+    }
     try:
         return handlers[arguments.command](arguments)
     except TransferStudioError as error:
@@ -336,6 +351,18 @@ def _evaluate(arguments: argparse.Namespace) -> int:
                               fit_temperature=arguments.fit_temperature, top_losses=arguments.top_losses,
                               tta=arguments.tta, device=arguments.device)
     print(describe_report(folder))
+    return EXIT_OK
+
+
+def _export(arguments: argparse.Namespace) -> int:
+    from engine.export import export_model
+    from engine.predict import collect_image_paths
+
+    check_images = collect_image_paths(arguments.check_images) if arguments.check_images else None
+    result = export_model(arguments.model, arguments.out_dir, arguments.formats, opset=arguments.opset,
+                          check_images=check_images, log=print)
+    for line in result.summary()[len(result.exports):]:  # the skipped formats, with why
+        print(line)
     return EXIT_OK
 
 

@@ -48,6 +48,9 @@ _EXPORTS = {
                            "fit_temperature", "apply_temperature", "calibrate", "save_temperature",
                            "temperature_from_metadata"),
     "engine.report": ("write_report", "describe_report"),
+    "engine.export": ("ExportResult", "FormatExport", "ProbabilityGraph", "export_model", "export_ensemble",
+                      "EXPORT_FORMATS", "PARITY_TOLERANCE"),
+    "engine.export_formats": ("load_torchscript", "load_timm_folder", "read_onnx_metadata"),
     "engine.soup": ("SoupResult", "uniform_soup", "greedy_soup", "check_soup_members"),
     "engine.tta": ("TTA_MODES", "TestTimeAugmentation", "create_multicrop_transform"),
 }

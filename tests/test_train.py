@@ -16,6 +16,7 @@ from torch import nn
 from engine.checkpoint import load_checkpoint
 from engine.config import RunConfig
 from engine.loop import Callback, LoopState
+from engine.predict import Predictor
 from engine.runfolder import RunFolder, read_events
 from engine.train import train
 
@@ -242,3 +243,17 @@ def test_cli_evaluate_writes_a_report(demo_run: Path, tmp_path: Path) -> None:
     best = load_checkpoint(demo_run / "checkpoints" / "best.safetensors").metadata["metrics"]
     # The report scores the images the run validated on, exactly as training did.
     assert summary["top1"] == pytest.approx(best["val_top1"]) and summary["images"] == 100
+
+
+@pytest.mark.slow
+def test_cli_export_to_onnx_with_its_predict_script(demo_run: Path, tmp_path: Path) -> None:
+    result = run_cli("export", str(demo_run), str(tmp_path / "export"), "--format", "onnx",
+                     "--check-images", str(DEMO / "bag"))
+    assert result.returncode == 0, result.stderr
+    assert "max |difference| to PyTorch" in result.stdout
+    script = tmp_path / "export" / "onnx" / "predict.py"
+    photo = sorted((DEMO / "bag").glob("*.png"))[0]
+    printed = subprocess.run([sys.executable, str(script), str(script.parent / "model.onnx"), str(photo)],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+    expected = Predictor(demo_run / "checkpoints" / "best.safetensors", device="cpu").predict([photo], top_k=1)[0]
+    assert printed.split("\t")[1] == expected.labels[0]
