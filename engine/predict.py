@@ -90,22 +90,14 @@ class Predictor:
             ``probabilities`` ``(N, C)`` float32 softmax rows for the files in ``kept``
             (indices into ``paths``, in order), and ``failures``: ``{index: reason}``.
         """
-        dataset = ImageDataset(list(paths), list(range(len(paths))), self.transform)
-        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_with_failures)
-        rows: list[np.ndarray] = []
-        kept: list[int] = []
-        failures: dict[int, str] = {}
-        for images, indices, failed in loader:
-            failures.update(failed)
-            if len(indices):
-                with torch.inference_mode():
-                    logits = self.model(self.plan.to_device(images)).float()
-                rows.append((logits / self.temperature).softmax(dim=1).cpu().numpy())
-                kept.extend(indices.tolist())
-            if progress is not None:
-                progress(len(kept) + len(failures), len(paths))
-        probabilities = np.concatenate(rows) if rows else np.zeros((0, len(self.classes)), dtype=np.float32)
-        return ProbabilityResult(probabilities, kept, failures)
+        return batched_probabilities(paths, self.transform, self._batch_probabilities, len(self.classes),
+                                     batch_size=batch_size, progress=progress)
+
+    def _batch_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C)`` softmax rows of a batch, after the saved temperature."""
+        with torch.inference_mode():
+            logits = self.model(self.plan.to_device(images)).float()
+        return (logits / self.temperature).softmax(dim=1)
 
     def predict(
         self,
@@ -133,6 +125,36 @@ class ProbabilityResult:
     probabilities: np.ndarray
     kept: list[int]
     failures: dict[int, str]
+
+
+def batched_probabilities(
+    paths: Sequence[Path],
+    transform: Callable[[object], torch.Tensor],
+    batch_probabilities: Callable[[torch.Tensor], torch.Tensor],
+    num_classes: int,
+    *,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> ProbabilityResult:
+    """Decode, transform and batch image files, and collect ``batch_probabilities`` of each batch.
+
+    Files that cannot be read become failures instead of rows; ``progress`` gets
+    (files done, files) after each batch.
+    """
+    dataset = ImageDataset(list(paths), list(range(len(paths))), transform)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_with_failures)
+    rows: list[np.ndarray] = []
+    kept: list[int] = []
+    failures: dict[int, str] = {}
+    for images, indices, failed in loader:
+        failures.update(failed)
+        if len(indices):
+            rows.append(batch_probabilities(images).float().cpu().numpy())
+            kept.extend(indices.tolist())
+        if progress is not None:
+            progress(len(kept) + len(failures), len(paths))
+    probabilities = np.concatenate(rows) if rows else np.zeros((0, num_classes), dtype=np.float32)
+    return ProbabilityResult(probabilities, kept, failures)
 
 
 def predictions_from_probabilities(

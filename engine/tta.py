@@ -12,22 +12,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 import torchvision.transforms.functional as F
 from PIL import Image
 from timm.data.transforms import CenterCropOrPad
 from torch import nn
-from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from augment import create_eval_transform
 from engine.backbones import DataSettings
 from engine.checkpoint import read_checkpoint_metadata
-from engine.data import ImageDataset, collate_with_failures
 from engine.device import DevicePlan
 from engine.errors import CheckpointError, ConfigError
-from engine.predict import Prediction, ProbabilityResult, predictions_from_probabilities
+from engine.predict import Prediction, ProbabilityResult, batched_probabilities, predictions_from_probabilities
 
 TTA_MODES = ("none", "flip", "multicrop")
 # Views per image of each mode; multicrop follows torchvision's FiveCrop order:
@@ -113,20 +110,8 @@ class TestTimeAugmentation:
         """
         if self.mode == "none":
             return self.wrapped.predict_proba(paths, batch_size=batch_size, progress=progress)
-        dataset = ImageDataset(list(paths), list(range(len(paths))), self.transform)
-        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_with_failures)
-        rows: list[np.ndarray] = []
-        kept: list[int] = []
-        failures: dict[int, str] = {}
-        for images, indices, failed in loader:
-            failures.update(failed)
-            if len(indices):
-                rows.append(self._mean_softmax(images).cpu().numpy())
-                kept.extend(indices.tolist())
-            if progress is not None:
-                progress(len(kept) + len(failures), len(paths))
-        probabilities = np.concatenate(rows) if rows else np.zeros((0, len(self.classes)), dtype=np.float32)
-        return ProbabilityResult(probabilities, kept, failures)
+        return batched_probabilities(paths, self.transform, self._mean_softmax, len(self.classes),
+                                     batch_size=batch_size, progress=progress)
 
     def predict(
         self,
