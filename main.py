@@ -114,15 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "python main.py evaluate ensemble.json photos/ --split test",
                          "python main.py evaluate RUN_DIR photos/ --fit-temperature"))
     evaluate.add_argument("model", help="a .safetensors checkpoint, a run folder (its best) or an ensemble manifest")
-    evaluate.add_argument("data", help="the dataset (split with the model's own split settings)")
-    evaluate.add_argument("--split", choices=("val", "test", "train", "all"), default="val",
-                          help="images to score (default val: those the model was validated on)")
-    evaluate.add_argument("--out", metavar="DIR", help="report folder (default: RUN_DIR/evaluation/SPLIT-STAMP)")
-    evaluate.add_argument("--fit-temperature", action="store_true",
-                          help="fit temperature scaling on val; saved with a checkpoint when it helps")
-    evaluate.add_argument("--top-losses", type=int, default=16, help="confidently wrong images shown (default 16)")
-    evaluate.add_argument("--tta", choices=("none", "flip", "multicrop"), default="none")
-    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _add_evaluate_arguments(evaluate)
 
     export = commands.add_parser(
         "export", help="export a checkpoint or an ensemble to ONNX, TorchScript and a timm folder",
@@ -143,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "python main.py ensemble build RUN_A RUN_B RUN_C --out ensemble.json --greedy",
                          "python main.py ensemble build RUN/checkpoints/best.safetensors "
                          "RUN/checkpoints/ema.safetensors --soup uniform --out soup.safetensors",
+                         "python main.py ensemble evaluate ensemble.json photos/ --split test",
                          "python main.py ensemble predict ensemble.json new_photos/ --tta flip"))
     actions = ensemble.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     build = actions.add_parser("build", help="write an ensemble manifest (or, with --soup, an averaged checkpoint)")
@@ -155,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--soup", choices=("uniform", "greedy"), help="average the weights instead (same architecture)")
     build.add_argument("--data", metavar="DATA", help="the dataset, if it moved since training")
     build.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ensemble_evaluate = actions.add_parser(
+        "evaluate", help="score an ensemble and each of its members on labelled images (a report folder)")
+    ensemble_evaluate.add_argument("manifest", help="an ensemble manifest .json")
+    _add_evaluate_arguments(ensemble_evaluate)
     ensemble_predict = actions.add_parser("predict", help="predict labels with an ensemble")
     ensemble_predict.add_argument("manifest", help="an ensemble manifest .json")
     ensemble_predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
@@ -193,6 +190,19 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="optim.batch_size")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any config field, e.g. --set model.trainable_stages=3 (repeatable)")
+
+
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``evaluate`` and ``ensemble evaluate`` after the model."""
+    parser.add_argument("data", help="the dataset (split with the model's own split settings)")
+    parser.add_argument("--split", choices=("val", "test", "train", "all"), default="val",
+                        help="images to score (default val: those the model was validated on)")
+    parser.add_argument("--out", metavar="DIR", help="report folder (default: beside the model, in evaluation/)")
+    parser.add_argument("--fit-temperature", action="store_true",
+                        help="fit temperature scaling on val; saved with a checkpoint when it helps")
+    parser.add_argument("--top-losses", type=int, default=16, help="confidently wrong images shown (default 16)")
+    parser.add_argument("--tta", choices=("none", "flip", "multicrop"), default="none")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -343,11 +353,11 @@ def _print_predictions(model: ProbabilityModel, arguments: argparse.Namespace) -
     return EXIT_OK
 
 
-def _evaluate(arguments: argparse.Namespace) -> int:
+def _evaluate(arguments: argparse.Namespace, model: str | None = None) -> int:
     from engine.evaluate import evaluate_command
     from engine.report import describe_report
 
-    folder = evaluate_command(arguments.model, arguments.data, split=arguments.split, out_dir=arguments.out,
+    folder = evaluate_command(model or arguments.model, arguments.data, split=arguments.split, out_dir=arguments.out,
                               fit_temperature=arguments.fit_temperature, top_losses=arguments.top_losses,
                               tta=arguments.tta, device=arguments.device)
     print(describe_report(folder))
@@ -371,6 +381,14 @@ def _ensemble(arguments: argparse.Namespace) -> int:
 
     if arguments.action == "predict":
         return _print_predictions(Ensemble(arguments.manifest, device=arguments.device, tta=arguments.tta), arguments)
+    if arguments.action == "evaluate":
+        from engine.ensemble import is_manifest
+
+        if not is_manifest(arguments.manifest):
+            print(f"error: {arguments.manifest}: not an ensemble manifest (for one checkpoint: main.py evaluate)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        return _evaluate(arguments, model=arguments.manifest)
     if arguments.soup:
         from engine.ensemble import load_validation_split
         from engine.soup import greedy_soup, uniform_soup

@@ -16,6 +16,7 @@ from torch import nn
 from engine.checkpoint import load_checkpoint
 from engine.config import RunConfig
 from engine.loop import Callback, LoopState
+from engine.paths import project_dir_for
 from engine.predict import Predictor
 from engine.runfolder import RunFolder, read_events
 from engine.train import train
@@ -231,6 +232,19 @@ def test_cli_ensemble_of_a_runs_checkpoints_predicts(demo_run: Path, tmp_path: P
     assert predicted.returncode == 0, predicted.stderr
     labels = [line.split("\t")[1].split()[0] for line in predicted.stdout.strip().splitlines()]
     assert len(labels) == 50 and labels.count("trouser") >= 40
+
+
+@pytest.mark.slow
+def test_cli_ensemble_evaluate_puts_each_member_beside_the_ensemble(demo_project: Path, tmp_path: Path) -> None:
+    manifest = project_dir_for(demo_project) / "ensembles" / "pair.json"
+    result = run_cli("ensemble", "evaluate", str(manifest), str(demo_project), "--out", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert len(report["members"]) == 2
+    member_losses = [member["summary"]["log_loss"] for member in report["members"].values()]
+    assert report["summary"]["log_loss"] <= sum(member_losses) / 2 + 1e-9
+    refused = run_cli("ensemble", "evaluate", str(demo_project), str(demo_project))
+    assert refused.returncode == 2 and "not an ensemble manifest" in refused.stderr
 
 
 @pytest.mark.slow
