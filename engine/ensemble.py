@@ -23,7 +23,7 @@ from engine.atomic import atomic_write_json
 from engine.checkpoint import read_checkpoint_metadata, resolve_checkpoint_path
 from engine.config import RunConfig
 from engine.errors import CheckpointError, ConfigError
-from engine.predict import Prediction, Predictor, ProbabilityResult, predictions_from_probabilities
+from engine.predict import Prediction, Predictor, ProbabilityResult, TopKPredictions
 from engine.prepare import PreparedDataset
 from engine.setup import prepare_run_data
 from engine.tta import TestTimeAugmentation, check_tta_mode
@@ -242,7 +242,7 @@ def file_sha256(path: str | Path) -> str:
     return sha.hexdigest()
 
 
-class Ensemble:
+class Ensemble(TopKPredictions):
     """Members' probabilities averaged into one model, usable wherever a ``Predictor`` is.
 
     Args:
@@ -331,18 +331,6 @@ class Ensemble:
         self._cache = _align(raw, len(self.classes))
         self._cache_key = key
         return dict(self._cache)
-
-    def predict(
-        self,
-        paths: Sequence[Path],
-        *,
-        top_k: int = 3,
-        batch_size: int = 32,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[Prediction]:
-        """Top-k labels of every file (unreadable files carry ``error``), in input order."""
-        result = self.predict_proba(paths, batch_size=batch_size, progress=progress)
-        return predictions_from_probabilities(paths, result, self.classes, top_k=top_k)
 
 
 def load_probability_model(path: str | Path, *, device: str = "auto", tta: str = "none") -> ProbabilityModel:

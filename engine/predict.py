@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,34 @@ class Prediction:
     error: str = ""
 
 
-class Predictor:
+class TopKPredictions(ABC):
+    """Top-k predictions from ``predict_proba``: shared by single models, TTA and ensembles.
+
+    A subclass provides ``classes`` and ``predict_proba(paths, batch_size=, progress=)``.
+    """
+
+    classes: list[str]
+
+    @abstractmethod
+    def predict_proba(
+        self, paths: Sequence[Path], *, batch_size: int = 32, progress: Callable[[int, int], None] | None = None
+    ) -> ProbabilityResult:
+        """``(N, C)`` probabilities of the readable files, with which were kept and why others failed."""
+
+    def predict(
+        self,
+        paths: Sequence[Path],
+        *,
+        top_k: int = 3,
+        batch_size: int = 32,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Prediction]:
+        """Predict every file; unreadable files get a Prediction with ``error`` set, in input order."""
+        result = self.predict_proba(paths, batch_size=batch_size, progress=progress)
+        return predictions_from_probabilities(paths, result, self.classes, top_k=top_k)
+
+
+class Predictor(TopKPredictions):
     """A trained model ready to predict, loaded from a checkpoint.
 
     Args:
@@ -98,18 +126,6 @@ class Predictor:
         with torch.inference_mode():
             logits = self.model(self.plan.to_device(images)).float()
         return (logits / self.temperature).softmax(dim=1)
-
-    def predict(
-        self,
-        paths: Sequence[Path],
-        *,
-        top_k: int = 3,
-        batch_size: int = 32,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[Prediction]:
-        """Predict every file; unreadable files get a Prediction with ``error`` set, in input order."""
-        result = self.predict_proba(paths, batch_size=batch_size, progress=progress)
-        return predictions_from_probabilities(paths, result, self.classes, top_k=top_k)
 
 
 @dataclass(frozen=True)

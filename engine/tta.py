@@ -24,7 +24,7 @@ from engine.backbones import DataSettings
 from engine.checkpoint import read_checkpoint_metadata
 from engine.device import DevicePlan
 from engine.errors import CheckpointError, ConfigError
-from engine.predict import Prediction, ProbabilityResult, batched_probabilities, predictions_from_probabilities
+from engine.predict import ProbabilityResult, TopKPredictions, batched_probabilities
 
 TTA_MODES = ("none", "flip", "multicrop")
 # Views per image of each mode; multicrop follows torchvision's FiveCrop order:
@@ -57,7 +57,7 @@ def check_tta_mode(mode: str) -> str:
     return mode
 
 
-class TestTimeAugmentation:
+class TestTimeAugmentation(TopKPredictions):
     """A model that predicts the mean softmax over augmented views of each image.
 
     It offers the ``classes``, ``predict_proba`` and ``predict`` of the model it wraps,
@@ -112,18 +112,6 @@ class TestTimeAugmentation:
             return self.wrapped.predict_proba(paths, batch_size=batch_size, progress=progress)
         return batched_probabilities(paths, self.transform, self._mean_softmax, len(self.classes),
                                      batch_size=batch_size, progress=progress)
-
-    def predict(
-        self,
-        paths: Sequence[Path],
-        *,
-        top_k: int = 3,
-        batch_size: int = 32,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[Prediction]:
-        """Top-k labels of every file (unreadable files carry ``error``), in input order."""
-        result = self.predict_proba(paths, batch_size=batch_size, progress=progress)
-        return predictions_from_probabilities(paths, result, self.classes, top_k=top_k)
 
     def _mean_softmax(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` float32 mean of the views' softmax rows."""
