@@ -18,8 +18,8 @@ from engine.ensemble import MANIFEST_KIND
 from engine.errors import TransferStudioError
 
 ENSEMBLES_FOLDER = "ensembles"
-# Where run folders live inside a project: plain runs, and the trials of searches (one level deeper).
-_CHECKPOINT_GLOBS = ("runs/*/checkpoints/*.safetensors", "searches/*/*/checkpoints/*.safetensors")
+# Where run folders live inside a project: plain runs, and the trials of searches.
+_CHECKPOINT_GLOBS = ("runs/*/checkpoints/*.safetensors", "searches/*/trials/*/checkpoints/*.safetensors")
 # Checkpoints a run writes, best first; snapshots (other names) come after, by name.
 _NAME_ORDER = {"best": 0, "ema": 1, "last": 2}
 
