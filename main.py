@@ -160,6 +160,41 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble_predict.add_argument("--tta", choices=("none", "flip", "multicrop"), default="none")
     ensemble_predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
+    cam = commands.add_parser(
+        "cam", help="draw the Grad-CAM class activation map of one image as a PNG", formatter_class=formatter,
+        epilog=_examples("python main.py cam RUN_DIR photo.jpg --out photo-cam.png",
+                         "python main.py cam ensemble.json photo.jpg --class bag"))
+    cam.add_argument("model", help="a .safetensors checkpoint, a run folder (its best) or an ensemble manifest")
+    cam.add_argument("image", help="the image file")
+    cam.add_argument("--class", dest="class_name", metavar="NAME", help="class to explain (default: the predicted one)")
+    cam.add_argument("--out", metavar="FILE", help="overlay PNG (default: IMAGE_STEM-cam.png beside the image)")
+    cam.add_argument("--alpha", type=float, default=0.45, help="share of the colour map, 0 to 1 (default 0.45)")
+    cam.add_argument("--colormap", default="jet", help="a matplotlib colormap name (default jet)")
+    cam.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+    search = commands.add_parser(
+        "search", help="coarse-to-fine random search of hyperparameters (Optuna); resumable, shareable",
+        formatter_class=formatter,
+        description="Each trial is a normal run folder under DATA/.transfer-studio/searches/STUDY/trials. The space, "
+                    "the stage sizes and the metric are the config's search section (main.py config --default).",
+        epilog=_examples("python main.py search photos/ --trials 30 --jobs 2",
+                         "python main.py search photos/ --config search.yaml --study lr-wd",
+                         "python main.py search photos/ --study lr-wd            # resume it",
+                         "# two machines, one study, a journal file on a shared disk:",
+                         "python main.py search /shared/photos --study big --storage journal:/shared/big.log",
+                         "python main.py search /shared/photos --study big --storage journal:/shared/big.log --worker"))
+    search.add_argument("data", help="the dataset")
+    _add_config_arguments(search)
+    search.add_argument("--study", metavar="NAME", help="study name (default: new); the same name resumes it")
+    search.add_argument("--storage", metavar="URL",
+                        help="Optuna storage: default a SQLite file in the search folder; journal:FILE (shared disk), "
+                             "postgresql://... or mysql://... for workers on several machines")
+    search.add_argument("--trials", type=int, metavar="N", help="total trials (split coarse:fine as in the config)")
+    search.add_argument("--jobs", type=int, default=1, metavar="J", help="trials at once on this machine (processes)")
+    search.add_argument("--worker", action="store_true",
+                        help="join a running study as one more worker (another machine or terminal)")
+    search.add_argument("--events-only", action="store_true", help="print only JSON events on stdout (for the GUI)")
+
     config = commands.add_parser(
         "config", help="print the default config, or check a config file", formatter_class=formatter,
         epilog=_examples("python main.py config --default > my.yaml", "python main.py config --check my.yaml"))
@@ -217,7 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {
         "scan": _scan, "train": _train, "lr-find": _lr_find, "sanity": _sanity, "preview": _preview,
-        "predict": _predict, "evaluate": _evaluate, "export": _export, "ensemble": _ensemble, "config": _config,
+        "predict": _predict, "evaluate": _evaluate, "export": _export, "ensemble": _ensemble, "cam": _cam,
+        "search": _search,
+        "config": _config,
         "doctor": _doctor, "backbones": _backbones,
     }
     try:
@@ -413,6 +450,43 @@ def _ensemble(arguments: argparse.Namespace) -> int:
         manifest = build_manifest(arguments.checkpoints, weights=arguments.weights)
     path = save_manifest(manifest, arguments.out)
     print(f"ensemble of {len(manifest.members)} members ({manifest.combine}) written to {path}")
+    return EXIT_OK
+
+
+def _cam(arguments: argparse.Namespace) -> int:
+    from engine.atomic import atomic_write
+    from engine.gradcam import class_activation_map, overlay
+
+    activation = class_activation_map(arguments.model, arguments.image, device=arguments.device)
+    if arguments.class_name is not None and arguments.class_name != activation.class_name:
+        if arguments.class_name not in activation.classes:
+            print(f"error: --class: {arguments.class_name!r} is not one of {', '.join(activation.classes)}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        activation = class_activation_map(arguments.model, arguments.image, device=arguments.device,
+                                          class_index=activation.classes.index(arguments.class_name))
+    image = Path(arguments.image)
+    out = Path(arguments.out) if arguments.out else image.with_name(f"{image.stem}-cam.png")
+    picture = overlay(activation, arguments.alpha, arguments.colormap)
+    atomic_write(out, lambda temp: picture.save(temp, format="PNG"))
+    top = ", ".join(f"{name} {probability:.1%}" for name, probability in activation.top)
+    print(f"{out}: evidence for {activation.class_name} ({activation.probability:.1%}); layer {activation.layer}; "
+          f"top: {top}")
+    return EXIT_OK
+
+
+def _search(arguments: argparse.Namespace) -> int:
+    from engine.search import run_search
+
+    given = any((arguments.config, arguments.set, arguments.backbone, arguments.mode, arguments.epochs, arguments.lr,
+                 arguments.batch_size))
+    # Without settings a rerun resumes the study with the config it was created with.
+    config = _config_from_arguments(arguments) if given or not arguments.study else None
+    result = run_search(arguments.data, config, study=arguments.study, storage=arguments.storage,
+                        trials=arguments.trials, jobs=arguments.jobs, worker=arguments.worker,
+                        echo=sys.stdout if arguments.events_only else None)
+    if not arguments.events_only:
+        print(result.report.read_text(encoding="utf-8") if result.report else f"search {result.state}: {result.folder}")
     return EXIT_OK
 
 

@@ -53,6 +53,8 @@ _EXPORTS = {
     "engine.export_formats": ("load_torchscript", "load_timm_folder", "read_onnx_metadata"),
     "engine.soup": ("SoupResult", "uniform_soup", "greedy_soup", "check_soup_members"),
     "engine.tta": ("TTA_MODES", "TestTimeAugmentation", "create_multicrop_transform"),
+    "engine.gradcam": ("ActivationMap", "TargetLayer", "class_activation_map", "overlay", "find_target_layer"),
+    "engine.catalog": ("ModelEntry", "list_models", "describe_checkpoint", "describe_manifest", "ensembles_folder"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -1,4 +1,4 @@
-"""Runs a headless command (train, lr-find, sanity) as a child process and follows its run folder.
+"""Runs a headless command (train, lr-find, sanity, search) as a child process and follows its run folder.
 
 The child is ``python main.py COMMAND ... --events-only``, started with QProcess, so a
 crash, an out-of-memory kill or a diverging run never touches the window. Progress
@@ -20,7 +20,7 @@ from engine.runfolder import EventTail, RunFolder
 MAIN_SCRIPT = Path(__file__).resolve().parents[1] / "main.py"
 TERMINAL_EVENTS = {
     "run_finished": "finished", "run_cancelled": "cancelled", "run_failed": "failed",
-    "lr_find_finished": "finished", "sanity_finished": "finished",
+    "lr_find_finished": "finished", "sanity_finished": "finished", "search_finished": "finished",
 }
 
 

@@ -248,6 +248,18 @@ def test_cli_ensemble_evaluate_puts_each_member_beside_the_ensemble(demo_project
 
 
 @pytest.mark.slow
+def test_cli_cam_writes_the_overlay_of_the_predicted_or_a_chosen_class(demo_run: Path, tmp_path: Path) -> None:
+    photo = sorted((DEMO / "bag").glob("*.png"))[0]
+    result = run_cli("cam", str(demo_run), str(photo), "--out", str(tmp_path / "cam.png"))
+    assert result.returncode == 0, result.stderr
+    assert "evidence for" in result.stdout and (tmp_path / "cam.png").stat().st_size > 0
+    chosen = run_cli("cam", str(demo_run), str(photo), "--class", "trouser", "--out", str(tmp_path / "trouser.png"))
+    assert chosen.returncode == 0 and "evidence for trouser" in chosen.stdout
+    refused = run_cli("cam", str(demo_run), str(photo), "--class", "giraffe")
+    assert refused.returncode == 2 and "giraffe" in refused.stderr
+
+
+@pytest.mark.slow
 def test_cli_evaluate_writes_a_report(demo_run: Path, tmp_path: Path) -> None:
     result = run_cli("evaluate", str(demo_run), str(DEMO), "--out", str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr
