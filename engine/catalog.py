@@ -79,7 +79,7 @@ def list_models(project_dir: str | Path) -> list[ModelEntry]:
 
     Returns:
         Checkpoints grouped by run (newest run first; best, ema, last, then snapshots),
-        followed by the ensembles in ``ensembles/``, newest first. Empty when the project
+        then the weight soups and the ensemble manifests in ``ensembles/``, newest first. Empty when the project
         has none, or does not exist yet.
     """
     project = Path(project_dir)
@@ -91,7 +91,12 @@ def list_models(project_dir: str | Path) -> list[ModelEntry]:
     for run_dir in sorted(by_run, key=lambda folder: folder.name, reverse=True):
         for file in sorted(by_run[run_dir], key=lambda path: (_NAME_ORDER.get(path.stem, 3), path.stem)):
             entries.append(describe_checkpoint(file))
-    manifests = sorted(ensembles_folder(project).glob("*.json"), key=lambda path: path.stat().st_mtime, reverse=True)
+    # Soups are checkpoints written beside the manifests, each with a readable .json copy of its metadata.
+    folder = ensembles_folder(project)
+    soups = sorted(folder.glob("*.safetensors"), key=_newest_first)
+    manifests = sorted((file for file in folder.glob("*.json") if not file.with_suffix(".safetensors").exists()),
+                       key=_newest_first)
+    entries.extend(describe_checkpoint(file) for file in soups)
     entries.extend(describe_manifest(file) for file in manifests)
     return entries
 
@@ -137,6 +142,10 @@ def describe_manifest(path: str | Path) -> ModelEntry:
                           problem=f"{file}: not a readable ensemble manifest ({error})")
     return ModelEntry(file, "ensemble", f"{label} ({len(members)} members)", name=file.stem, classes=classes,
                       members=members, modified=_modified(file))
+
+
+def _newest_first(file: Path) -> float:
+    return -file.stat().st_mtime
 
 
 def _number(value: object) -> float | None:

@@ -540,20 +540,22 @@ def _check_same_classes(files: Sequence[Path]) -> tuple[str, ...]:
     for file in files[1:]:
         other = tuple(read_checkpoint_metadata(file).get("classes", ()))
         if other != classes:
-            raise CheckpointError(f"{file} predicts classes {list(other)}, but {reference} predicts {list(classes)} "
-                                  f"({_class_difference(classes, other)}); ensemble members must predict the same "
+            difference = _class_difference(other, classes, names=("this member", "the first member"))
+            raise CheckpointError(f"{file} predicts classes {list(other)}, but the first member {reference} predicts "
+                                  f"{list(classes)} ({difference}); ensemble members must predict the same "
                                   "classes in the same order")
     if not classes:
         raise CheckpointError(f"{reference}: its metadata names no classes")
     return classes
 
 
-def _class_difference(first: Sequence[str], second: Sequence[str]) -> str:
+def _class_difference(first: Sequence[str], second: Sequence[str], *,
+                      names: tuple[str, str]) -> str:
     missing, extra = sorted(set(first) - set(second)), sorted(set(second) - set(first))
     if not missing and not extra:
         return "the same classes in another order"
-    parts = ([f"only in the first: {', '.join(missing)}"] if missing else []) + (
-        [f"only in the second: {', '.join(extra)}"] if extra else [])
+    parts = ([f"only in {names[0]}: {', '.join(missing)}"] if missing else []) + (
+        [f"only in {names[1]}: {', '.join(extra)}"] if extra else [])
     return "; ".join(parts)
 
 

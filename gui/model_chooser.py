@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QPushButton, 
 from engine.catalog import ModelEntry, describe_checkpoint, describe_manifest, list_models
 from engine.checkpoint import resolve_checkpoint_path
 from engine.errors import TransferStudioError
-from gui.workers import Worker, run_in_thread_pool
+from gui.workers import Worker, bound_to, run_in_thread_pool
 
 KINDS = ("checkpoint", "ensemble")
 
@@ -133,7 +133,7 @@ class ModelChooser(QWidget):
             return
         self._worker = run_in_thread_pool(_list_job, self._project_dir)
         worker = self._worker
-        worker.signals.returned.connect(lambda entries: self._on_worker_returned(worker, entries))
+        worker.signals.returned.connect(bound_to(self, lambda entries: self._on_worker_returned(worker, entries)))
 
     def select(self, entry: ModelEntry) -> None:
         """Choose ``entry``, adding it to the list if it is not there."""

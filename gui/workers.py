@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
 
 
@@ -122,3 +123,18 @@ def run_in_thread_pool(
     worker = Worker(fn, *args, **kwargs)
     worker.start(thread_pool)
     return worker
+
+
+def bound_to(receiver: QObject, slot: Callable[..., Any]) -> Callable[..., None]:
+    """``slot`` wrapped so that it does nothing once ``receiver`` is deleted.
+
+    Qt disconnects a deleted receiver's bound methods, but not a lambda or partial that
+    merely refers to it; a worker finishing after its page was closed would then touch a
+    deleted widget. Connect such callables as ``signal.connect(bound_to(self, lambda ...))``.
+    """
+
+    def call(*args: Any) -> None:
+        if shiboken6.isValid(receiver):
+            slot(*args)
+
+    return call

@@ -167,7 +167,7 @@ def test_members_of_other_classes_are_refused_naming_both_files(members: dict) -
         build_manifest([members["runs"][0], other])
     message = str(raised.value)
     assert str(first) in message and str(other / "checkpoints" / "best.safetensors") in message
-    assert "only in the first: pullover" in message and "same classes in the same order" in message
+    assert "only in the first member: pullover" in message and "same classes in the same order" in message
 
     with pytest.raises(CheckpointError, match="same content"):
         build_manifest([members["runs"][0], first])
