@@ -1,0 +1,123 @@
+"""The Export page exports real checkpoints and ensembles through the CLI and shows each format's parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtGui import QGuiApplication
+from pytestqt.qtbot import QtBot
+
+from engine.config import RunConfig
+from engine.export import PARITY_TOLERANCE
+from gui.config_state import ConfigState
+from gui.export_page import ExportPage
+
+SCREENSHOT = Path(__file__).resolve().parents[1] / "out" / "screenshots" / "export.png"
+EXPORT_TIMEOUT_MS = 180_000
+
+
+@pytest.fixture
+def page(qtbot: QtBot, demo_project: Path) -> ExportPage:
+    """The page on the demo project, its models listed and the first one's formats known."""
+    state = ConfigState(RunConfig().with_changes(**{"data.path": str(demo_project), "data.num_workers": 0}))
+    page = ExportPage(state)
+    qtbot.addWidget(page)
+    page.resize(950, 680)
+    page.show()
+    qtbot.waitUntil(lambda: page.export_button.isEnabled(), timeout=30_000)
+    return page
+
+
+def _choose(qtbot: QtBot, page: ExportPage, kind: str) -> None:
+    index = next(row for row, entry in enumerate(page.chooser.entries()) if entry.kind == kind)
+    page.chooser.combo.setCurrentIndex(index)
+    qtbot.waitUntil(lambda: page.export_button.isEnabled(), timeout=30_000)
+
+
+def _parity_by_format(page: ExportPage) -> dict[str, tuple[str, float]]:
+    table = page.results.table
+    return {table.item(row, 0).text().split(" (")[0]: (table.item(row, 3).text(), table.item(row, 3).data(256))
+            for row in range(table.rowCount())}
+
+
+def test_exports_a_checkpoint_to_onnx_and_timm_with_parity(qtbot: QtBot, page: ExportPage, tmp_path: Path) -> None:
+    entry = page.chooser.current()
+    assert entry.kind == "checkpoint"
+    assert all(box.isEnabled() for box in page.formats.boxes.values())
+    assert str(page.folder_edit.text()).startswith(str(Path(entry.path).parents[3] / "exports"))
+    page.formats.boxes["torchscript"].setChecked(False)
+
+    out = tmp_path / "export"
+    with qtbot.waitSignal(page.export_finished, timeout=EXPORT_TIMEOUT_MS) as finished:
+        assert page.export_model(out)
+        assert not page.export_button.isEnabled() and page.cancel_button.isEnabled()
+    assert finished.args == [out]
+
+    parity = _parity_by_format(page)
+    assert list(parity) == ["ONNX", "timm folder"]
+    for text, difference in parity.values():
+        assert text.startswith("✓") and "8 real images" in text
+        assert difference <= PARITY_TOLERANCE
+    assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx" / "predict.py").is_file()
+    assert (out / "timm" / "config.json").is_file() and not (out / "torchscript").exists()
+    assert "Each export computes what PyTorch computes (largest difference ≤ 1e-4)" in page.results.status_label.text()
+    assert any(line.startswith("onnx: ") for line in page.results.log_view.toPlainText().splitlines())
+
+    table, buttons = page.results.table, page.results.open_folder_button
+    qtbot.waitUntil(lambda: buttons.y() >= table.geometry().bottom())  # laid out below the rows, not over them
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    assert page.grab().save(str(SCREENSHOT))
+
+    command = page.results.copy_predict_command()
+    assert QGuiApplication.clipboard().text() == command
+    assert str(out / "onnx" / "predict.py") in command and command.endswith("model.onnx IMAGE")
+    assert page.results.open_folder_button.isEnabled()
+
+
+
+def test_an_ensemble_has_no_timm_folder_but_exports_to_onnx(qtbot: QtBot, page: ExportPage, tmp_path: Path) -> None:
+    _choose(qtbot, page, "ensemble")
+    timm = page.formats.boxes["timm"]
+    assert not timm.isEnabled() and not timm.isChecked()
+    assert "ensemble has no timm form" in timm.toolTip()
+    assert "ensemble has no timm form" in page.formats.labels["timm"].text()
+    page.formats.boxes["torchscript"].setChecked(False)
+    assert page.formats.chosen() == ["onnx"]
+
+    out = tmp_path / "ensemble"
+    with qtbot.waitSignal(page.export_finished, timeout=EXPORT_TIMEOUT_MS):
+        page.export_model(out)
+    ((text, difference),) = _parity_by_format(page).values()
+    assert text.startswith("✓") and difference <= PARITY_TOLERANCE
+    assert (out / "onnx" / "model.onnx").is_file()
+
+    # Back to a checkpoint: the timm folder is offered again; the user's unticked TorchScript stays unticked.
+    _choose(qtbot, page, "checkpoint")
+    assert page.formats.boxes["timm"].isEnabled() and page.formats.boxes["timm"].isChecked()
+    assert page.formats.chosen() == ["onnx", "timm"]
+
+
+def test_a_failing_export_shows_the_cli_message(qtbot: QtBot, page: ExportPage, tmp_path: Path) -> None:
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    page.check_folder_edit.setText(str(empty))
+    assert page.folder_images_radio.isChecked()
+    with qtbot.waitSignal(page.runner.finished, timeout=EXPORT_TIMEOUT_MS) as finished:
+        page.export_model(tmp_path / "export")
+    assert finished.args[0] is False
+    assert page.results.status_label.text() == f"Export failed: no images found in {empty}"
+    assert page.results.table.rowCount() == 0
+    assert page.export_button.isEnabled() and not page.results.open_folder_button.isEnabled()
+
+
+def test_cancel_ends_the_export_and_says_so(qtbot: QtBot, page: ExportPage, tmp_path: Path) -> None:
+    with qtbot.waitSignal(page.runner.started):
+        assert page.export_model(tmp_path / "export")
+    assert page.results.status_label.text().startswith("Exporting")
+    assert page.progress_bar.isVisible() and not page.formats.boxes["onnx"].isEnabled()
+    assert not page.export_model(tmp_path / "another")  # one export at a time
+    with qtbot.waitSignal(page.runner.finished, timeout=EXPORT_TIMEOUT_MS):
+        page.cancel_button.click()
+    assert page.results.status_label.text().startswith("Export cancelled")
+    assert page.export_button.isEnabled() and not page.progress_bar.isVisible()
