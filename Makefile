@@ -27,7 +27,7 @@ bench: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$$(grep -E '^torch==' constraints.txt)"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,export,search]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,export]"
 	touch $(STAMP)
 
 clean:

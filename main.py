@@ -484,9 +484,12 @@ def _search(arguments: argparse.Namespace) -> int:
     config = _config_from_arguments(arguments) if given or not arguments.study else None
     result = run_search(arguments.data, config, study=arguments.study, storage=arguments.storage,
                         trials=arguments.trials, jobs=arguments.jobs, worker=arguments.worker,
-                        echo=sys.stdout if arguments.events_only else None)
+                        echo=sys.stdout if arguments.events_only else None,
+                        log=None if arguments.events_only else print)  # a line per trial as it happens
     if not arguments.events_only:
         print(result.report.read_text(encoding="utf-8") if result.report else f"search {result.state}: {result.folder}")
+        print(f"resume or join: python main.py search {arguments.data} --study {result.study} "
+              f"--storage {result.storage}")
     return EXIT_OK
 
 

@@ -17,7 +17,7 @@ _torchvision_fix.apply()
 _EXPORTS = {
     "engine.errors": ("TransferStudioError", "ConfigError", "DatasetError", "CheckpointError", "BackboneUnavailable"),
     "engine.config": ("RunConfig", "DataConfig", "ModelConfig", "OptimConfig", "AugmentConfig", "load_config",
-                      "save_config", "to_yaml"),
+                      "save_config", "to_yaml", "SearchConfig", "SearchParameter"),
     "engine.health": ("HealthReport", "Problem", "FileRecord", "scan_dataset", "ScanAborted"),
     "engine.prepare": ("PreparedDataset", "prepare_dataset", "split_records"),
     "engine.exclusions": ("load_exclusions", "save_exclusions", "apply_exclusions"),
@@ -54,6 +54,12 @@ _EXPORTS = {
     "engine.soup": ("SoupResult", "uniform_soup", "greedy_soup", "check_soup_members"),
     "engine.tta": ("TTA_MODES", "TestTimeAugmentation", "create_multicrop_transform"),
     "engine.gradcam": ("ActivationMap", "TargetLayer", "class_activation_map", "overlay", "find_target_layer"),
+    "engine.search": ("SearchResult", "run_search", "check_search_settings"),
+    "engine.search_space": ("default_space", "resolve_space", "SeededRandomSampler"),
+    "engine.search_narrowing": ("FineSpace", "narrow_parameter", "narrow_space"),
+    "engine.search_study": ("SearchStudy", "open_study", "resolve_storage"),
+    "engine.search_trial": ("TrialReporter", "trial_config"),
+    "engine.search_report": ("TrialRecord", "collect_trials", "write_search_report", "describe_search"),
     "engine.catalog": ("ModelEntry", "list_models", "describe_checkpoint", "describe_manifest", "ensembles_folder"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -33,6 +33,11 @@ ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "gelu", "silu")
 SCHEDULES = ("cosine", "constant", "step", "linear", "inverse_sqrt", "cosine_restarts")
 CLASS_BALANCE = ("none", "weighted_loss", "balanced_sampler")
 MONITORS = ("val_top1", "val_loss")
+SEARCH_SCALES = ("linear", "log")
+SEARCH_METRICS = ("val_loss", "val_top1")
+SEARCH_CHOICE_TYPES = bool | int | float | str
+# Fields a search never samples: what it searches on, and the search itself.
+UNSEARCHABLE = ("schema_version", "data.path", "search")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -185,6 +190,47 @@ class DoctorConfig:
 
 
 @dataclass(frozen=True)
+class SearchParameter:
+    """One dimension of a hyperparameter search: a range of numbers, or a list of choices."""
+
+    path: str = field(default="", metadata=_help(
+        "the config field it sets, as a dotted path, e.g. optim.learning_rate"))
+    low: float | None = field(default=None, metadata=_help("range: the smallest value"))
+    high: float | None = field(default=None, metadata=_help("range: the largest value"))
+    scale: str = field(default="linear", metadata=_help(
+        "range: log (drawn evenly in the logarithm: rates, decays) | linear; whole-number fields draw"
+        " whole numbers"))
+    choices: tuple[SEARCH_CHOICE_TYPES, ...] | None = field(default=None, metadata=_help(
+        "instead of a range: the values to pick from, e.g. [light, standard, strong]"))
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Hyperparameter search (``main.py search``): what is searched, and the coarse and fine stages."""
+
+    space: tuple[SearchParameter, ...] = field(default=(), metadata=_help(
+        "parameters to search, each {path, low, high, scale} or {path, choices}; empty = the default space"
+        " of model.mode (learning rate, weight decay, label smoothing, mixup, trainable stages, preset)"))
+    coarse_trials: int = field(default=20, metadata=_help("trials of the coarse stage: many short runs"))
+    coarse_epochs: int = field(default=3, metadata=_help("epochs of each coarse trial (1-5 is typical)"))
+    fine_trials: int = field(default=10, metadata=_help(
+        "trials of the fine stage, in ranges narrowed around the best coarse trials (0 = no fine stage)"))
+    fine_epochs: int = field(default=10, metadata=_help("epochs of each fine trial"))
+    top_k: int = field(default=5, metadata=_help("best coarse trials whose values define the fine ranges"))
+    metric: str = field(default="val_loss", metadata=_help(
+        "val_loss (minimised) | val_top1 (maximised): a trial's score, its best epoch's value"))
+    edge_fraction: float = field(default=0.1, metadata=_help(
+        "a best value in this outer share of its coarse range lies at the edge: the fine stage widens that side"))
+    widen_fraction: float = field(default=0.25, metadata=_help(
+        "how far past the edge the fine range reaches, as a share of the coarse range (on its scale)"))
+    pruner_startup_trials: int = field(default=5, metadata=_help(
+        "median pruner: finished trials needed before it stops any trial"))
+    pruner_warmup_epochs: int = field(default=1, metadata=_help(
+        "median pruner: first epochs of a trial that are never judged"))
+    seed: int = field(default=0, metadata=_help("seed of the random sampler: same seed, same trial values"))
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything needed to reproduce a training run."""
 
@@ -198,6 +244,8 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig, metadata=_help("optimiser and schedule"))
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata=_help("training-time augmentation"))
     doctor: DoctorConfig = field(default_factory=DoctorConfig, metadata=_help("checks that watch the run"))
+    search: SearchConfig = field(default_factory=SearchConfig, metadata=_help(
+        "hyperparameter search (main.py search); training ignores it"))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict, in field order, safe for YAML and JSON (tuples become lists)."""
@@ -331,7 +379,112 @@ def _checks(config: RunConfig) -> list[tuple[bool, str, str, Any]]:
         (doctor.update_ratio_every >= 1, "doctor.update_ratio_every", "must be >= 1", doctor.update_ratio_every),
         (0 < doctor.update_ratio_low < doctor.update_ratio_high, "doctor.update_ratio_low",
          f"must be > 0 and below doctor.update_ratio_high ({doctor.update_ratio_high})", doctor.update_ratio_low),
+        *_search_checks(config.search),
     ]
+
+
+def _search_checks(search: SearchConfig) -> list[tuple[bool, str, str, Any]]:
+    checks = [
+        (search.coarse_trials >= 1, "search.coarse_trials", "must be >= 1", search.coarse_trials),
+        (search.coarse_epochs >= 1, "search.coarse_epochs", "must be >= 1", search.coarse_epochs),
+        (search.fine_trials >= 0, "search.fine_trials", "must be >= 0 (0 = no fine stage)", search.fine_trials),
+        (search.fine_epochs >= 1, "search.fine_epochs", "must be >= 1", search.fine_epochs),
+        (search.top_k >= 1, "search.top_k", "must be >= 1", search.top_k),
+        (search.metric in SEARCH_METRICS, "search.metric", f"must be one of {', '.join(SEARCH_METRICS)}",
+         search.metric),
+        (0 < search.edge_fraction < 0.5, "search.edge_fraction", "must be in (0, 0.5)", search.edge_fraction),
+        (search.widen_fraction > 0, "search.widen_fraction", "must be > 0", search.widen_fraction),
+        (search.pruner_startup_trials >= 0, "search.pruner_startup_trials", "must be >= 0",
+         search.pruner_startup_trials),
+        (search.pruner_warmup_epochs >= 0, "search.pruner_warmup_epochs", "must be >= 0",
+         search.pruner_warmup_epochs),
+    ]
+    seen: set[str] = set()
+    for index, parameter in enumerate(search.space):
+        checks += _parameter_checks(f"search.space[{index}]", parameter, seen)
+        seen.add(parameter.path)
+    return checks
+
+
+def _parameter_checks(prefix: str, parameter: SearchParameter, seen: set[str]) -> list[tuple[bool, str, str, Any]]:
+    # Each check only makes sense once the ones before it hold, so the first failure is returned alone.
+    p = parameter
+    problem = _searchable_problem(p.path)
+    ordered = [
+        (problem is None, f"{prefix}.path", problem or "", p.path),
+        (p.path not in seen, f"{prefix}.path", "is searched twice: give each field one entry", p.path),
+    ]
+    if p.choices is not None:
+        ordered += [
+            (p.low is None and p.high is None, f"{prefix}.choices",
+             "give either choices or a low/high range, not both", list(p.choices)),
+            (len(p.choices) >= 1, f"{prefix}.choices", "must list at least one value", list(p.choices)),
+        ]
+    else:
+        kind = numeric_kind(p.path) if problem is None else None
+        whole = kind is int
+        ordered += [
+            (p.low is not None and p.high is not None, f"{prefix}.{'low' if p.low is None else 'high'}",
+             "a range needs both low and high (or give choices instead)", None),
+            (kind is not None, f"{prefix}.path",
+             "is not a number field: search it with choices, e.g. {path: model.head, choices: [linear, mlp]}",
+             p.path),
+            (p.scale in SEARCH_SCALES, f"{prefix}.scale", f"must be one of {', '.join(SEARCH_SCALES)}", p.scale),
+            (p.low is None or p.high is None or p.low < p.high, f"{prefix}.high", f"must be > low ({p.low})", p.high),
+            (p.scale != "log" or p.low is None or p.low > 0, f"{prefix}.low", "must be > 0 on a log scale", p.low),
+            (not whole or all(value is None or float(value).is_integer() for value in (p.low, p.high)),
+             f"{prefix}.low", f"{p.path} takes whole numbers: low and high must be whole", [p.low, p.high]),
+            (not whole or p.scale != "log" or p.low is None or p.low >= 1, f"{prefix}.low",
+             "must be >= 1 for whole numbers on a log scale", p.low),
+        ]
+    for check in ordered:
+        if not check[0]:
+            return [check]
+    return []
+
+
+def field_type(path: str) -> Any:
+    """The declared type of the config field at dotted ``path`` (e.g. ``int`` for ``optim.epochs``).
+
+    Raises:
+        ConfigError: no such field; the message suggests the closest name.
+    """
+    owner: Any = RunConfig
+    *sections, last = path.split(".")
+    for position, name in enumerate([*sections, last]):
+        known = {item.name: item for item in dataclasses.fields(owner)}
+        if name not in known:
+            where = ".".join([*sections, last][: position + 1])
+            raise ConfigError(f"{where}: unknown setting{_did_you_mean(name, known)}")
+        expected = typing.get_type_hints(owner)[name]
+        if position < len(sections):
+            if not dataclasses.is_dataclass(expected):
+                raise ConfigError(f"{where}: not a section of settings")
+            owner = expected
+    return expected
+
+
+def _searchable_problem(path: str) -> str | None:
+    """Why a search may not sample ``path``, or None when it may."""
+    try:
+        expected = field_type(path)
+    except ConfigError as error:
+        return f"must name a config field ({str(error).partition(': ')[2]})"
+    if dataclasses.is_dataclass(expected):
+        return "must name a field, not a section"
+    if any(path == blocked or path.startswith(f"{blocked}.") for blocked in UNSEARCHABLE):
+        return "cannot be searched (the dataset, the config version and the search itself stay fixed)"
+    return None
+
+
+def numeric_kind(path: str) -> type | None:
+    """``int`` or ``float`` when the field at ``path`` holds a number (possibly null), else None."""
+    expected = field_type(path)
+    options = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
+    for kind in (float, int):  # float first: a float field that also allows null is still a float
+        if kind in options:
+            return kind
+    return None
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -387,6 +540,10 @@ def _emit(instance: Any, lines: list[str], *, indent: str, comments: bool) -> No
         if dataclasses.is_dataclass(value):
             lines.append(f"{indent}{item.name}:")
             _emit(value, lines, indent=indent + "  ", comments=comments)
+        elif value and isinstance(value, tuple) and dataclasses.is_dataclass(value[0]):
+            lines.append(f"{indent}{item.name}:")
+            for entry in value:
+                lines.append(f"{indent}- {_flow(_non_default_fields(entry))}")
         else:
             dumped = yaml.safe_dump({item.name: value}, default_flow_style=True, width=10_000).strip()
             lines.append(f"{indent}{dumped[1:-1]}")  # strip the {} of flow style
@@ -408,6 +565,20 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
         else:
             kwargs[key] = _coerce(value, expected, path)
     return cls(**kwargs)
+
+
+def _non_default_fields(instance: Any) -> dict[str, Any]:
+    """A section's fields that differ from their defaults (all of them would bury a list entry's point)."""
+    values = {}
+    for item in dataclasses.fields(instance):
+        value = getattr(instance, item.name)
+        if value != item.default:
+            values[item.name] = _plain(value)
+    return values
+
+
+def _flow(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip()
 
 
 def _plain(value: Any) -> Any:
@@ -441,6 +612,11 @@ def _coerce(value: Any, expected: Any, path: str) -> Any:
                 return number
         if option is str and isinstance(value, str):
             return value
+        if dataclasses.is_dataclass(option):
+            if isinstance(value, option):
+                return value
+            if isinstance(value, dict):
+                return _build(option, value, prefix=f"{path}.")
     raise ConfigError(f"{path}: must be {_type_name(expected)}, got {value!r}")
 
 
@@ -462,9 +638,17 @@ def _type_name(expected: Any) -> str:
         if typing.get_origin(option) is tuple:
             items = typing.get_args(option)
             if len(items) == 2 and items[1] is Ellipsis:
-                described.append(f"a list of {names[items[0]]}s")
+                item = items[0]
+                if item in names:
+                    described.append(f"a list of {names[item]}s")
+                elif dataclasses.is_dataclass(item):
+                    described.append(f"a list of mappings ({', '.join(f.name for f in dataclasses.fields(item))})")
+                else:
+                    described.append(f"a list of values ({_type_name(item)})")
             else:
                 described.append(f"a list of {len(items)} ({', '.join(names[item] for item in items)})")
+        elif dataclasses.is_dataclass(option):
+            described.append(f"a mapping of {', '.join(item.name for item in dataclasses.fields(option))}")
         else:
             described.append(names.get(option, getattr(option, "__name__", str(option))))
     return " or ".join(described)
