@@ -1,45 +1,32 @@
 """The "Export" page: write a checkpoint or an ensemble as ONNX, TorchScript or a timm folder for deployment.
 
-The export is ``main.py export`` in a child process (``CommandRunner``), its log shown
-live. The results table is read from the ``metadata.json`` the CLI writes into each
-format folder: the file, its size and its largest probability difference to PyTorch
-on real images.
+The export is ``main.py export`` in a child process (``CommandRunner``), its log and results shown live in an
+``ExportResults`` box; the formats to write are ticked in a ``FormatPicker``.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shlex
-import subprocess
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QFont, QFontDatabase, QGuiApplication
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
     QFileDialog,
     QFormLayout,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QRadioButton,
     QSpinBox,
     QStackedWidget,
     QStyle,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -47,60 +34,24 @@ from PySide6.QtWidgets import (
 from engine.catalog import ModelEntry
 from engine.checkpoint import read_checkpoint_metadata
 from engine.errors import TransferStudioError
-from engine.export import EXPORT_FORMATS, PARITY_TOLERANCE, PREDICT_SCRIPT
-from engine.export_formats import MIN_OPSET, ONNX_FILE, TORCHSCRIPT_FILE, require_onnx_packages, timm_head_problem
+from engine.export import PARITY_TOLERANCE
+from engine.export_formats import MIN_OPSET, require_onnx_packages, timm_head_problem
 from engine.paths import project_dir_for
 from gui.command_runner import CommandRunner
 from gui.config_state import ConfigState
+from gui.export_formats_picker import FORMAT_TITLES, FormatPicker
+from gui.export_results import ExportedFormat, ExportResults, read_export, tolerance_text
 from gui.message_panel import MessagePanel
 from gui.model_chooser import ModelChooser
-from gui.style import ok_color, severity_color
-from gui.train_page import ElidedLabel
+from gui.style import secondary_label, severity_color
 from gui.workers import Worker, bound_to, run_in_thread_pool
 
-FORMAT_TITLES = {"onnx": "ONNX", "torchscript": "TorchScript", "timm": "timm folder"}
-FORMAT_USES = {
-    "onnx": "Runs anywhere with onnxruntime (C++, C#, JS, mobile); a predict.py is written beside it.",
-    "torchscript": "For PyTorch without our code: torch.jit.load in Python, or LibTorch in a C++ server.",
-    "timm": "For timm users who fine-tune further: timm.create_model(\"local-dir:FOLDER\") rebuilds it.",
-}
 # The engine's rule (engine.export refuses a timm folder for any manifest), in the page's words.
 ENSEMBLE_TIMM_REASON = ("an ensemble has no timm form: a timm folder holds one model, while ONNX and TorchScript "
                         "hold the whole ensemble as one graph")
 # The newest opset torch 2.13's ONNX exporter writes (MIN_OPSET is the oldest).
 MAX_OPSET = 23
 EXPORTS_FOLDER = "exports"
-# What engine.export_formats.write_metadata names the metadata inside each format folder.
-METADATA_FILE = "metadata.json"
-PASSED, FAILED = "✓", "✗"
-
-
-@dataclass(frozen=True)
-class ExportedFormat:
-    """One format folder of a finished export, as its ``metadata.json`` describes it.
-
-    Attributes:
-        format: ``onnx``, ``torchscript`` or ``timm``.
-        path: the model file, or the folder for timm.
-        size: bytes on disk (the whole folder for timm).
-        max_difference: largest absolute probability difference to PyTorch in the parity check.
-        tolerance: the largest difference the check accepts.
-        images: names of the real images checked; empty when random inputs were used.
-        opset: the ONNX opset written; None for other formats.
-    """
-
-    format: str
-    path: Path
-    size: int
-    max_difference: float
-    tolerance: float
-    images: tuple[str, ...]
-    opset: int | None
-
-    @property
-    def passed(self) -> bool:
-        """Whether the export computes what PyTorch computes, within the tolerance."""
-        return self.max_difference <= self.tolerance
 
 
 def default_export_dir(project_dir: Path, entry: ModelEntry, now: datetime | None = None) -> Path:
@@ -133,202 +84,6 @@ def format_refusals(entry: ModelEntry) -> dict[str, str]:
     return refusals
 
 
-def read_export(out_dir: Path, formats: Sequence[str]) -> list[ExportedFormat]:
-    """What the CLI wrote into ``out_dir`` for ``formats``, from each folder's ``metadata.json``.
-
-    Raises:
-        OSError, ValueError, KeyError: a format folder or its metadata is missing or damaged.
-    """
-    exported = []
-    for name in formats:
-        folder = out_dir / name
-        metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-        path = {"onnx": folder / ONNX_FILE, "torchscript": folder / TORCHSCRIPT_FILE}.get(name, folder)
-        size = sum(file.stat().st_size for file in folder.iterdir()) if path.is_dir() else path.stat().st_size
-        parity = metadata["parity"]
-        exported.append(ExportedFormat(name, path, size, float(parity["max_difference"]), float(parity["tolerance"]),
-                                       tuple(parity.get("images") or ()), metadata.get("opset")))
-    return exported
-
-
-def predict_command(onnx_folder: Path) -> str:
-    """The terminal command that classifies an image with the exported ``predict.py``, quoted for this platform."""
-    arguments = ["python", str(onnx_folder / PREDICT_SCRIPT), str(onnx_folder / ONNX_FILE), "IMAGE"]
-    return subprocess.list2cmdline(arguments) if os.name == "nt" else shlex.join(arguments)
-
-
-class FormatPicker(QGroupBox):
-    """The format check boxes, each with who uses it; a format the model cannot have is disabled with why.
-
-    Signals:
-        changed: the ticked formats changed.
-    """
-
-    changed = Signal()
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Formats", parent)
-        self._refusals: dict[str, str] | None = None  # None until the chosen model's formats are known
-        self._wanted = dict.fromkeys(EXPORT_FORMATS, True)  # the user's ticks, kept while a model lacks a format
-        self.boxes: dict[str, QCheckBox] = {}
-        self.labels: dict[str, QLabel] = {}
-        grid = QGridLayout(self)
-        grid.setColumnStretch(1, 1)
-        grid.setVerticalSpacing(8)
-        for row, name in enumerate(EXPORT_FORMATS):
-            self.boxes[name] = QCheckBox(FORMAT_TITLES[name], self)
-            self.boxes[name].setChecked(True)
-            self.boxes[name].toggled.connect(self._on_box_toggled)
-            self.labels[name] = _secondary_label(self)
-            grid.addWidget(self.boxes[name], row, 0, Qt.AlignmentFlag.AlignTop)
-            grid.addWidget(self.labels[name], row, 1)
-        self.set_refusals(None)
-
-    @property
-    def known(self) -> bool:
-        """Whether the chosen model's formats are known."""
-        return self._refusals is not None
-
-    def chosen(self) -> list[str]:
-        """The ticked formats the model can have, in CLI order."""
-        refused = self._refusals or {}
-        return [name for name, box in self.boxes.items() if box.isChecked() and name not in refused]
-
-    def set_refusals(self, refusals: dict[str, str] | None) -> None:
-        """Offer every format but these (format: reason); None while they are being found out."""
-        self._refusals = refusals
-        for name, box in self.boxes.items():
-            reason = (refusals or {}).get(name, "")
-            box.blockSignals(True)  # not the user's choice: keep self._wanted
-            box.setChecked(self._wanted[name] and not reason)
-            box.blockSignals(False)
-            box.setEnabled(not reason)
-            text = f"Not available for this model: {reason}" if reason else FORMAT_USES[name]
-            box.setToolTip(text)
-            self.labels[name].setText(text)
-            self.labels[name].setToolTip(text)
-        self.changed.emit()
-
-    def set_locked(self, locked: bool) -> None:
-        """Freeze the choice while an export runs."""
-        for name, box in self.boxes.items():
-            box.setEnabled(not locked and name not in (self._refusals or {}))
-
-    def _on_box_toggled(self, checked: bool) -> None:
-        name = next(name for name, box in self.boxes.items() if box is self.sender())
-        self._wanted[name] = checked
-        self.changed.emit()
-
-
-class ExportResults(QGroupBox):
-    """The outcome of an export: a status line, a row per format with its parity, the actions and the log."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Result", parent)
-        self._out_dir: Path | None = None
-        self._exported: list[ExportedFormat] = []
-        self.status_label = QLabel("Choose a model and formats, then Export.", self)
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.table = QTableWidget(0, 4, self)
-        self.table.setHorizontalHeaderLabels(["Format", "File", "Size", "Parity: max |Δ| vs PyTorch"])
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.verticalHeader().hide()
-        self.table.setWordWrap(False)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        style = self.style()
-        self.open_folder_button = QPushButton(style.standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon),
-                                              "Open folder", self)
-        self.open_folder_button.setToolTip("Show the export folder in the file manager")
-        self.open_folder_button.clicked.connect(self.open_folder)
-        self.copy_command_button = QPushButton("Copy predict command", self)
-        self.copy_command_button.setToolTip("Copy the command that classifies images with the ONNX export's "
-                                            "predict.py (it needs only onnxruntime, numpy and Pillow)")
-        self.copy_command_button.clicked.connect(self.copy_predict_command)
-        self.command_label = ElidedLabel(self)
-        self.command_label.setStyleSheet("color: palette(placeholder-text);")
-        self.log_view = QPlainTextEdit(self)
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(2000)
-        self.log_view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        self.log_view.setPlaceholderText("What the export prints appears here.")
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.open_folder_button)
-        buttons.addWidget(self.copy_command_button)
-        buttons.addWidget(self.command_label, 1)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.table)
-        layout.addLayout(buttons)
-        layout.addWidget(self.log_view, 1)
-        self.show_exported(None, [])
-
-    def start(self, command: str, status: str) -> None:
-        """Forget the last outcome: show the command being run and what it does."""
-        self.show_exported(None, [])
-        self.log_view.clear()
-        self.log_view.appendPlainText(f"$ {command}")
-        self.set_status(status)
-
-    def append_line(self, line: str) -> None:
-        """Add a line the export printed to the log."""
-        self.log_view.appendPlainText(line)
-
-    def set_status(self, text: str, tone: str = "") -> None:
-        """Show ``text``, coloured by ``tone``: "ok", "error" or "" (plain)."""
-        color = {"ok": ok_color(self.palette()), "error": severity_color("error", self.palette())}.get(tone)
-        self.status_label.setStyleSheet(f"color: {color.name()};" if color is not None else "")
-        self.status_label.setText(text)
-
-    def show_exported(self, out_dir: Path | None, exported: list[ExportedFormat]) -> None:
-        """Show the formats written into ``out_dir`` (nothing: clear the table and the actions)."""
-        self._out_dir, self._exported = out_dir, exported
-        self.table.setRowCount(len(exported))
-        for row, item in enumerate(exported):
-            for column, cell in enumerate(self._cells(item)):
-                self.table.setItem(row, column, cell)
-        self.table.setVisible(bool(exported))
-        # As tall as its rows: the log below gets the rest of the height.
-        self.table.setFixedHeight(self.table.horizontalHeader().sizeHint().height() + 2 * self.table.frameWidth()
-                                  + sum(self.table.rowHeight(row) for row in range(len(exported))))
-        onnx = out_dir is not None and any(item.format == "onnx" for item in exported)
-        self.open_folder_button.setEnabled(bool(exported))
-        self.copy_command_button.setEnabled(onnx)
-        self.command_label.setText(predict_command(out_dir / "onnx") if onnx else "")
-
-    def open_folder(self) -> None:
-        """Show the export folder in the platform's file manager."""
-        if self._out_dir is not None and self._out_dir.is_dir():
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._out_dir)))
-
-    def copy_predict_command(self) -> str:
-        """Put the command running the ONNX export's ``predict.py`` on the clipboard; returns it ("" if none)."""
-        if not self.copy_command_button.isEnabled():
-            return ""
-        command = predict_command(self._out_dir / "onnx")
-        QGuiApplication.clipboard().setText(command)
-        self.command_label.setText(f"Copied (replace IMAGE with image files): {command}")
-        return command
-
-    def _cells(self, item: ExportedFormat) -> list[QTableWidgetItem]:
-        title = FORMAT_TITLES[item.format] + (f" (opset {item.opset})" if item.opset else "")
-        inputs = f"{len(item.images)} real images" if item.images else "random inputs (no images found)"
-        parity = QTableWidgetItem(f"{PASSED if item.passed else FAILED} {item.max_difference:.1e} on {inputs}")
-        parity.setForeground(ok_color(self.palette()) if item.passed else severity_color("error", self.palette()))
-        checked = ":\n" + "\n".join(item.images) if item.images else ""
-        parity.setToolTip(f"Largest difference of any probability to PyTorch (tolerance "
-                          f"{_tolerance_text(item.tolerance)}){checked}")
-        parity.setData(Qt.ItemDataRole.UserRole, item.max_difference)
-        file = QTableWidgetItem(str(item.path.relative_to(self._out_dir)) + ("/" if item.path.is_dir() else ""))
-        file.setToolTip(str(item.path))
-        size = QTableWidgetItem(_size_text(item.size))
-        size.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return [QTableWidgetItem(title), file, size, parity]
-
-
 class ExportPage(QWidget):
     """Exports the chosen model in the chosen formats and shows each export's parity with PyTorch.
 
@@ -359,7 +114,7 @@ class ExportPage(QWidget):
         self.chooser.model_changed.connect(self._on_chooser_model_changed)
         self.chooser.models_listed.connect(self._on_chooser_models_listed)
         self.chooser.browse_failed.connect(self._on_chooser_browse_failed)
-        self.model_label = _secondary_label(self)
+        self.model_label = secondary_label(self)
         self.formats = FormatPicker(self)
         self.formats.changed.connect(self._update_actions)
         self.opset_spin = QSpinBox(self)
@@ -630,7 +385,7 @@ class ExportPage(QWidget):
         self.results.show_exported(self._out_dir, exported)
         if all(item.passed for item in exported):
             self.results.set_status(f"Exported to {self._out_dir}. Each export computes what PyTorch computes "
-                                    f"(largest difference ≤ {_tolerance_text(PARITY_TOLERANCE)}).", "ok")
+                                    f"(largest difference ≤ {tolerance_text(PARITY_TOLERANCE)}).", "ok")
         else:
             self.results.set_status(f"Exported to {self._out_dir}, but an export differs from PyTorch: see the "
                                     "Parity column.", "error")
@@ -638,13 +393,6 @@ class ExportPage(QWidget):
 
     def _on_results_worker_errored(self, error: Exception) -> None:
         self.results.set_status(f"The export finished, but its results cannot be read: {error}", "error")
-
-
-def _secondary_label(parent: QWidget) -> QLabel:
-    label = QLabel(parent)
-    label.setWordWrap(True)
-    label.setStyleSheet("color: palette(placeholder-text);")
-    return label
 
 
 def _row(*widgets: QWidget) -> QHBoxLayout:
@@ -655,15 +403,6 @@ def _row(*widgets: QWidget) -> QHBoxLayout:
     return layout
 
 
-def _size_text(size: float) -> str:
-    """E.g. "13.7 MB"."""
-    for unit in ("bytes", "kB", "MB"):
-        if size < 1000:
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.2f} GB"
-
-
 def _refusals_job(entry: ModelEntry, *, progress: Callable[[int, int], None],
                   should_abort: Callable[[], bool]) -> dict[str, str]:
     return format_refusals(entry)
@@ -672,8 +411,3 @@ def _refusals_job(entry: ModelEntry, *, progress: Callable[[int, int], None],
 def _read_export_job(out_dir: Path, formats: list[str], *, progress: Callable[[int, int], None],
                      should_abort: Callable[[], bool]) -> list[ExportedFormat]:
     return read_export(out_dir, formats)
-
-
-def _tolerance_text(value: float) -> str:
-    """E.g. "1e-4" (Python's "1e-04" pads the exponent)."""
-    return f"{value:.0e}".replace("e-0", "e-")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QLabel, QWidget
 
 _Role = QPalette.ColorRole
 _Group = QPalette.ColorGroup
@@ -78,6 +78,14 @@ def bar_color(palette: QPalette) -> QColor:
 
 
 _following_color_scheme = False
+
+
+def secondary_label(parent: QWidget) -> QLabel:
+    """A wrapping label in the palette's muted text colour, for explanations beside controls."""
+    label = QLabel(parent)
+    label.setWordWrap(True)
+    label.setStyleSheet("color: palette(placeholder-text);")
+    return label
 
 
 def apply_style(app: QApplication) -> None:
