@@ -36,11 +36,16 @@ from gui import settings as ui_settings
 from gui.augment_page import AugmentPage
 from gui.config_state import ConfigState
 from gui.dataset_view import DataPage
+from gui.ensemble_page import EnsemblePage
+from gui.evaluate_page import EvaluatePage
+from gui.export_page import ExportPage
 from gui.model_page import ModelPage
+from gui.predict_page import PredictPage
 from gui.project_page import ProjectPage, dropped_project
 from gui.run_controller import RunController
 from gui.runs_page import RunsPage
 from gui.scanner import DatasetScanner, ScanResult
+from gui.search_page import SearchPage
 from gui.train_page import TrainPage
 
 APPLICATION_TITLE = "Transfer Studio"
@@ -48,7 +53,7 @@ DEFAULT_SIZE = QSize(1100, 700)
 
 
 class MainWindow(QMainWindow):
-    """Transfer Studio's window: Project, Data, Model, Augment, Train and Runs pages.
+    """Transfer Studio's window: a page per step, from the project to the exported model.
 
     Args:
         settings: where UI state is saved and restored; tests pass a private file.
@@ -95,6 +100,15 @@ class MainWindow(QMainWindow):
         self.train_page = TrainPage(self.state, self.controller, self)
         self.runs_page = RunsPage(self.state, self.controller, self)
         self.runs_page.config_loaded.connect(lambda _run: self.show_page(self.model_page))
+        self.search_page = SearchPage(self.state, self)
+        self.search_page.best_config_applied.connect(lambda: self.show_page(self.model_page))
+        self.search_page.controller.run_ended.connect(self._on_search_run_ended)
+        self.ensemble_page = EnsemblePage(self.state, self)
+        self.evaluate_page = EvaluatePage(self.state, self)
+        self.ensemble_page.manifest_saved.connect(lambda _path: self._refresh_model_pages())
+        self.ensemble_page.evaluate_requested.connect(self._on_ensemble_page_evaluate_requested)
+        self.predict_page = PredictPage(self.state, self)
+        self.export_page = ExportPage(self.state, self)
         for title, page, icon in (
             ("Project", self.project_page, pixmap.SP_DirHomeIcon),
             ("Data", self.data_page, pixmap.SP_DirIcon),
@@ -102,6 +116,11 @@ class MainWindow(QMainWindow):
             ("Augment", self.augment_page, pixmap.SP_FileDialogContentsView),
             ("Train", self.train_page, pixmap.SP_MediaPlay),
             ("Runs", self.runs_page, pixmap.SP_FileDialogDetailedView),
+            ("Search", self.search_page, pixmap.SP_FileDialogContentsView),
+            ("Ensemble", self.ensemble_page, pixmap.SP_FileDialogListView),
+            ("Evaluate", self.evaluate_page, pixmap.SP_DialogApplyButton),
+            ("Predict", self.predict_page, pixmap.SP_DialogYesButton),
+            ("Export", self.export_page, pixmap.SP_DialogSaveButton),
         ):
             self.add_page(title, page, self.style().standardIcon(icon))
         self.sidebar.setCurrentRow(0)
@@ -187,11 +206,17 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
         self.open_dataset(folder)
 
+    @property
+    def model_pages(self) -> tuple[QWidget, ...]:
+        """The pages that list the project's trained models and must see new ones."""
+        return (self.ensemble_page, self.evaluate_page, self.predict_page, self.export_page)
+
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.controller.is_running:
+        if self.controller.is_running or self.search_page.controller.is_running:
             # Never close under a running child: ask, and close once it has stopped cleanly.
             event.ignore()
-            self._ask_to_stop_before_closing()
+            if not self._close_when_stopped:  # else: stopping already; the last one to end closes the window
+                self._ask_to_stop_before_closing()
             return
         self.scanner.abort()
         self.model_page.lr_finder.controller.stop()
@@ -199,17 +224,21 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
     def _ask_to_stop_before_closing(self) -> None:
+        what = "Training is" if self.controller.is_running else "A search is"
         box = QMessageBox(QMessageBox.Icon.Question, "A run is in progress",
-                          "Training is still running. Stop it (a checkpoint is saved) and close?",
+                          f"{what} still running. Stop it (a checkpoint is saved) and close?",
                           QMessageBox.StandardButton.NoButton, self)
         stop = box.addButton("Stop and close", QMessageBox.ButtonRole.AcceptRole)
-        box.addButton("Keep training", QMessageBox.ButtonRole.RejectRole)
+        box.addButton("Keep running", QMessageBox.ButtonRole.RejectRole)
         box.setObjectName("close_during_run")
 
         def on_finished(_result: int) -> None:
             if box.clickedButton() is stop:
                 self._close_when_stopped = True
                 self.controller.stop()
+                # A search's first stop waits for its trials; the second interrupts them (they resume later).
+                self.search_page.stop()
+                self.search_page.stop()
 
         box.finished.connect(on_finished)
         box.open()  # window-modal without a nested event loop
@@ -247,8 +276,22 @@ class MainWindow(QMainWindow):
     def _on_controller_run_ended(self, state: str, message: str) -> None:
         self.stop_action.setEnabled(False)
         self._set_status(f"Run {state}" + (f": {message}" if message else ""))
+        self._refresh_model_pages()
         if self._close_when_stopped:
             self.close()
+
+    def _on_search_run_ended(self, _state: str, _message: str) -> None:
+        self._refresh_model_pages()
+        if self._close_when_stopped:
+            self.close()
+
+    def _on_ensemble_page_evaluate_requested(self, manifest: Path) -> None:
+        self.show_page(self.evaluate_page)
+        self.evaluate_page.evaluate_model(manifest)
+
+    def _refresh_model_pages(self) -> None:
+        for page in self.model_pages:
+            page.refresh()
 
     # Set-up --------------------------------------------------------------------------------------
 

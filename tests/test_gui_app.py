@@ -68,7 +68,27 @@ def test_every_page_on_the_demo_project(qtbot, window: MainWindow, tmp_path: Pat
         path = SCREENSHOTS / f"{row + 1}-{name}.png"
         assert window.grab().save(str(path))
     print(f"screenshots of every page: {SCREENSHOTS}")
-    assert len(list(SCREENSHOTS.glob("*.png"))) >= 6
+    assert window.sidebar.count() == 11 and len(list(SCREENSHOTS.glob("*.png"))) >= 11
+
+
+def test_model_pages_on_a_project_with_runs(qtbot, window: MainWindow, demo_project: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    shutil.copytree(demo_project, photos)  # with its .transfer-studio folder: two runs and an ensemble
+    with qtbot.waitSignal(window.ensemble_page.models_listed, timeout=60_000):
+        open_and_scan(qtbot, window, photos)
+    manifest = photos / ".transfer-studio" / "ensembles" / "pair.json"
+    with qtbot.waitSignal(window.evaluate_page.evaluation_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        window.ensemble_page.evaluate_requested.emit(manifest)
+        assert window.pages.currentIndex() == window.sidebar.currentRow()
+        assert window.sidebar.currentItem().text() == "Evaluate"
+    report = finished.args[0]
+    assert (report / "report.json").is_file() and report.parent.name == "evaluations"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for page in (window.ensemble_page, window.evaluate_page, window.predict_page, window.export_page):
+        window.show_page(page)
+        QApplication.processEvents()
+        name = window.sidebar.currentItem().text().lower()
+        assert window.grab().save(str(SCREENSHOTS / f"with-runs-{name}.png"))
 
 
 def test_a_run_started_from_the_window_draws_curves_and_is_listed(qtbot, window: MainWindow,
