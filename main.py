@@ -7,6 +7,7 @@ same CLI in a child process. Bad input gets one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
+    from engine.distributed import LaunchOptions
     from engine.ensemble import ProbabilityModel
     from engine.weights import WeightsProvider
 
@@ -56,12 +58,30 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_examples("python main.py train resources/demo",
                          "python main.py train photos/ --mode fine_tune --epochs 5 --lr 3e-4",
                          "python main.py train photos/ --config my.yaml --set optim.batch_size=64",
+                         "python main.py train photos/ --mode fine_tune --nproc 4   # 4 GPUs, data-parallel",
                          "python main.py train --resume photos/.transfer-studio/runs/20261124-101500-resnet18"))
     train.add_argument("data", nargs="?", help="the dataset (omit with --resume)")
     _add_config_arguments(train)
     train.add_argument("--run-dir", metavar="DIR", help="run folder (default: new, in DATA/.transfer-studio/runs)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its last checkpoint")
     train.add_argument("--events-only", action="store_true", help="print only JSON events on stdout (for the GUI)")
+    scale_out = train.add_argument_group(
+        "several processes and machines (through torchrun)",
+        "--nproc N trains data-parallel in N processes on this machine: one per GPU (NCCL), or on the\n"
+        "CPU (Gloo), each with an equal share of the cores. A step then averages N x optim.batch_size\n"
+        "images; set optim.reference_batch_size to scale the learning rate by the linear rule. On\n"
+        "several machines, run the command on each with the options below (README: several machines).")
+    scale_out.add_argument("--nproc", type=int, metavar="N", help="processes on this machine")
+    scale_out.add_argument("--nnodes", metavar="N|MIN:MAX", help="machines taking part (default 1)")
+    scale_out.add_argument("--node-rank", type=int, metavar="R",
+                           help="this machine's rank; 0 writes the run folder (static rendezvous)")
+    scale_out.add_argument("--master-addr", metavar="HOST", help="address of the node-rank-0 machine")
+    scale_out.add_argument("--master-port", type=int, metavar="PORT", help="a free port on that machine")
+    scale_out.add_argument("--rdzv-backend", metavar="NAME",
+                           help="rendezvous backend, e.g. c10d (any machine may start first)")
+    scale_out.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="where the machines meet (c10d)")
+    scale_out.add_argument("--rdzv-id", metavar="ID", help="a job id, the same on every machine")
+    scale_out.add_argument("--rdzv-conf", metavar="KEY=VALUE,...", help="more rendezvous settings")
 
     lr_find = commands.add_parser(
         "lr-find", help="learning-rate range test: sweep the rate, suggest one", formatter_class=formatter,
@@ -242,7 +262,9 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the app or a command; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     arguments = build_parser().parse_args(argv)
+    arguments.argv = argv  # train --nproc starts itself again, in each process, from these
     if arguments.command is None:
         from gui.app import run_app
 
@@ -285,24 +307,42 @@ def _scan(arguments: argparse.Namespace) -> int:
 
 
 def _train(arguments: argparse.Namespace) -> int:
+    from engine.distributed import LaunchOptions, is_main_process, launched_by_torchrun
     from engine.train import resume, train
 
+    if arguments.resume and (arguments.data or arguments.config or arguments.set or arguments.run_dir):
+        print("error: --resume takes only the run folder; its own config.yaml is used", file=sys.stderr)
+        return EXIT_USAGE
+    if not arguments.resume and not arguments.data:
+        print("error: train needs DATA (a folder or CSV), or --resume RUN_DIR", file=sys.stderr)
+        return EXIT_USAGE
+    launch_options = LaunchOptions.from_namespace(arguments)
+    if launch_options is not None and not launched_by_torchrun():
+        return _launch_training(arguments, launch_options)
     echo = sys.stdout if arguments.events_only else None
     progress = not arguments.events_only and sys.stderr.isatty()
     if arguments.resume:
-        if arguments.data or arguments.config or arguments.set or arguments.run_dir:
-            print("error: --resume takes only the run folder; its own config.yaml is used", file=sys.stderr)
-            return EXIT_USAGE
         result = resume(arguments.resume, echo=echo, progress_bar=progress)
     else:
-        if not arguments.data:
-            print("error: train needs DATA (a folder or CSV), or --resume RUN_DIR", file=sys.stderr)
-            return EXIT_USAGE
         result = train(_config_from_arguments(arguments), arguments.run_dir, echo=echo, progress_bar=progress)
-    if not arguments.events_only:
+    if not arguments.events_only and is_main_process():  # under torchrun, rank 0 speaks for all
         best = f"; best checkpoint: {result.best_checkpoint}" if result.best_checkpoint else ""
         print(f"run {result.state}: {result.run_dir}{best}")
     return EXIT_OK
+
+
+def _launch_training(arguments: argparse.Namespace, options: LaunchOptions) -> int:
+    """Start this train command again in every process of a torchrun job, with one run folder for all."""
+    from engine.distributed import launch_training
+    from engine.paths import project_dir_for
+    from engine.runfolder import new_run_dir
+
+    run_dir = None  # --resume names its folder
+    if not arguments.resume:
+        config = _config_from_arguments(arguments)  # a bad setting fails here, in one line, before any process
+        run_dir = arguments.run_dir or new_run_dir(project_dir_for(config.data.path), config.model.backbone)
+    return launch_training(options, Path(__file__).resolve(), arguments.argv, run_dir=run_dir,
+                           log=None if arguments.events_only else functools.partial(print, flush=True))
 
 
 def _config_from_arguments(arguments: argparse.Namespace) -> RunConfig:

@@ -60,6 +60,8 @@ _EXPORTS = {
     "engine.search_study": ("SearchStudy", "open_study", "resolve_storage"),
     "engine.search_trial": ("TrialReporter", "trial_config"),
     "engine.search_report": ("TrialRecord", "collect_trials", "write_search_report", "describe_search"),
+    "engine.distributed": ("LaunchOptions", "DistributedContext", "distributed_session", "launch", "launch_training",
+                           "torchrun_command", "worker_arguments", "launched_by_torchrun", "is_main_process"),
     "engine.catalog": ("ModelEntry", "list_models", "describe_checkpoint", "describe_manifest", "ensembles_folder"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

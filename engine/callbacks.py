@@ -1,4 +1,5 @@
-"""The standard callbacks of a run: stop requests, LR schedule, metrics, checkpoints, events, progress.
+"""The standard callbacks of a run: stop requests, LR schedule, metrics, checkpoints, events, progress,
+and the step-keeping of the ranks of a distributed run.
 
 Each is one feature of the loop in ``engine.loop`` and knows nothing of the others
 except through ``LoopState.scratch`` (metrics publish the finished epoch's row there).
@@ -8,21 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
 from engine.checkpoint import save_checkpoint
-from engine.loop import Callback, CancelFit, LoopState
+from engine.distributed import SINGLE_PROCESS, DistributedContext
+from engine.loop import Callback, CancelEpoch, CancelFit, LoopState
 from engine.runfolder import RunFolder
 
 EPOCH_METRICS = "epoch_metrics"
+
+# What stopped a run, as ranks exchange it; the highest code any rank has wins.
+_STOP_MESSAGES = {1: "stop requested", 2: "SIGTERM received", 3: "SIGINT received", 4: "the torchrun launcher is gone"}
+_STOP_CODES = {"STOP": 1, "SIGTERM": 2, "SIGINT": 3, "ORPHANED": 4}
 
 
 class StopWatcher(Callback):
@@ -30,13 +37,27 @@ class StopWatcher(Callback):
 
     Signals are caught only inside ``installed()``, which the run wraps around all of
     its work, so a stop during feature extraction is as clean as one during an epoch.
+
+    In a distributed run the ranks agree before each training batch and at the end of
+    each epoch (any rank's signal, rank 0's ``STOP`` file), so that all of them stop at
+    the same batch. Rank 0, validating alone, cuts validation short; the stop then
+    follows at the epoch's end, as it would have in one process. Workers whose torchrun
+    launcher was killed outright (SIGKILL, which it cannot pass on) stop the same way.
+
+    Args:
+        run_folder: the folder whose ``STOP`` file asks for a stop.
+        distributed: this process's place in a distributed run.
     """
 
     order = -100
 
-    def __init__(self, run_folder: RunFolder) -> None:
+    def __init__(self, run_folder: RunFolder, distributed: DistributedContext = SINGLE_PROCESS) -> None:
         self.run_folder = run_folder
+        self.distributed = distributed
         self.signalled: str | None = None
+        # A worker outlives a killed launcher (torchrun starts it in a session of its own) and
+        # is adopted by another process: a new parent means nobody waits for the run any more.
+        self._launcher = os.getppid() if distributed.enabled else None
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -59,7 +80,28 @@ class StopWatcher(Callback):
             raise CancelFit("stopped", "stop requested")
 
     def before_batch(self, state: LoopState) -> None:
-        self.check()
+        if not self.distributed.enabled:
+            self.check()
+        elif state.training:
+            self._agree()
+        elif self._stop_code():
+            raise CancelEpoch  # rank 0 validating alone: the others wait for the epoch's end
+
+    def after_epoch(self, state: LoopState) -> None:
+        if self.distributed.enabled:
+            self._agree()
+
+    def _stop_code(self) -> int:
+        if self._launcher is not None and os.getppid() != self._launcher:
+            return _STOP_CODES["ORPHANED"]
+        if self.signalled:
+            return _STOP_CODES.get(self.signalled, 2)
+        return _STOP_CODES["STOP"] if self.run_folder.stop_requested() else 0
+
+    def _agree(self) -> None:
+        code = self.distributed.all_reduce_max(self._stop_code())
+        if code:
+            raise CancelFit("stopped", _STOP_MESSAGES[code])
 
     def _on_signal(self, number: int, _frame: object) -> None:
         self.signalled = signal.Signals(number).name
@@ -92,13 +134,25 @@ class MetricsRecorder(Callback):
 
     Publishes the finished epoch's row in ``state.scratch["epoch_metrics"]`` and keeps
     every row in ``history``.
+
+    Args:
+        class_names: the classes, in index order.
+        history: earlier epochs' rows, when resuming.
+        reduce: in a distributed run, sums a tensor over all ranks; every rank then computes
+            the row of the whole epoch (rank 0's validation, every rank's training).
     """
 
     order = 10
 
-    def __init__(self, class_names: list[str], history: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        class_names: list[str],
+        history: list[dict[str, Any]] | None = None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         self.class_names = class_names
         self.history = list(history or [])
+        self.reduce = reduce
         self._sums: dict[str, float] = {}
         self._epoch_started = 0.0
         self._per_class_correct = torch.zeros(len(class_names))
@@ -135,6 +189,8 @@ class MetricsRecorder(Callback):
             ).float()
 
     def after_epoch(self, state: LoopState) -> None:
+        if self.reduce is not None:
+            self._reduce_sums()
         row: dict[str, Any] = {"epoch": state.epoch}
         for prefix in ("train", "val"):
             count = self._sums.get(f"{prefix}_count", 0)
@@ -157,6 +213,23 @@ class MetricsRecorder(Callback):
 
     def _add(self, key: str, value: float) -> None:
         self._sums[key] = self._sums.get(key, 0.0) + value
+
+    def _reduce_sums(self) -> None:
+        # Validation sums come from rank 0 alone, plus zeros, so they are exactly one process's;
+        # training sums add up every rank's share (float64 keeps the counts exact).
+        local = torch.tensor([self._sums.get(key, 0.0) for key in _SUM_KEYS], dtype=torch.float64)
+        totals = self.reduce(torch.cat([local, self._per_class_correct.double(), self._per_class_total.double()]))
+        self._sums = {key: float(totals[index]) for index, key in enumerate(_SUM_KEYS)}
+        classes = len(self.class_names)
+        offset = len(_SUM_KEYS)
+        self._per_class_correct = totals[offset : offset + classes].float()
+        self._per_class_total = totals[offset + classes :].float()
+
+
+_SUM_KEYS = (
+    "train_count", "train_loss", "train_top1", "train_hard_count",
+    "val_count", "val_loss", "val_top1", "val_hard_count", "val_top5",
+)
 
 
 class CheckpointSaver(Callback):
@@ -213,6 +286,8 @@ class CheckpointSaver(Callback):
     def _save(
         self, name: str, state: LoopState, *, completed_epoch: int, metrics: dict, stopped: str | None = None
     ) -> None:
+        if not self.run_folder.writes:
+            return  # another rank of a distributed run saves
         metadata = {
             **self.metadata,
             "name": name,
@@ -277,6 +352,63 @@ class EventReporter(Callback):
         self.rows.append(row)
         self.run_folder.write_metrics(self.rows)
         self.run_folder.write_event("epoch_finished", epoch=state.epoch, step=state.step, metrics=_clean(row))
+
+
+class DistributedTraining(Callback):
+    """Keeps the ranks of a distributed run in step: the DDP wrapper, each epoch's share, one loss for all.
+
+    The loop's model runs inside ``DistributedDataParallel`` for the fit, rebuilt when
+    gradual unfreezing changes which parameters train (DDP averages the gradients of
+    those it was built with only). Before each epoch the training sampler learns the
+    epoch, so that the ranks share out one new order. Each training batch's loss becomes
+    the mean over all ranks' batches: checks that act on it (the doctor's divergence
+    stop) then decide alike on every rank, and rank 0 reports the loss of the whole step.
+
+    Args:
+        distributed: this process's place in the run.
+        sampler: the training sampler (with ``set_epoch``), or None.
+    """
+
+    order = -90  # before anything looks at the loss or runs the model
+
+    def __init__(self, distributed: DistributedContext, sampler: Any = None) -> None:
+        self.distributed = distributed
+        self.sampler = sampler
+        self.module: nn.Module | None = None
+        self._wrapped_for: list[int] = []
+
+    def before_fit(self, state: LoopState) -> None:
+        self.module = state.model
+        self._wrap(state)
+
+    def before_epoch(self, state: LoopState) -> None:
+        if self.sampler is not None:
+            self.sampler.set_epoch(state.epoch)
+
+    def before_train(self, state: LoopState) -> None:
+        if self._trainable() != self._wrapped_for:
+            self._wrap(state)  # every rank unfreezes at the same epoch, so all rebuild together
+
+    def after_loss(self, state: LoopState) -> None:
+        if not state.training or state.loss is None or state.targets is None:
+            return
+        count = float(len(state.targets))
+        local = torch.stack([state.loss.detach().double() * count, state.loss.new_tensor(count, dtype=torch.float64)])
+        totals = self.distributed.all_reduce_sum(local)
+        mean = (totals[0] / totals[1]).to(state.loss.dtype)
+        # The value becomes exactly the mean (x - x is 0) while the gradient stays this rank's
+        # own loss's: DDP averages the gradients.
+        state.loss = mean + (state.loss - state.loss.detach())
+
+    def after_fit(self, state: LoopState) -> None:
+        state.model = self.module  # the wrapper must be gone before the group is (see distributed_session)
+
+    def _trainable(self) -> list[int]:
+        return [id(parameter) for parameter in self.module.parameters() if parameter.requires_grad]
+
+    def _wrap(self, state: LoopState) -> None:
+        self._wrapped_for = self._trainable()
+        state.model = self.distributed.wrap(self.module)
 
 
 class ProgressBar(Callback):

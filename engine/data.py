@@ -2,17 +2,19 @@
 
 An image that passed the header scan can still fail to decode (damage past the
 header). Such an item is dropped from its batch and reported once, so a run never
-dies on one bad file.
+dies on one bad file. In a distributed run each rank iterates its own share, chosen by
+a sampler that every rank seeds alike (``DistributedSampler``, ``DistributedWeightedSampler``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, Sampler, default_collate
 
 from engine.errors import DatasetError
 from engine.images import load_rgb
@@ -81,6 +83,8 @@ class FeatureBatches:
         seed: seed of the shuffling generator.
         sample_weights: draw N items per epoch with replacement by these weights instead
             (the balanced sampler), or None.
+        sampler: the item indices of each epoch instead, for one rank's share in a distributed
+            run (with ``set_epoch``); its seed, not ``seed``, decides the order.
     """
 
     def __init__(
@@ -92,26 +96,30 @@ class FeatureBatches:
         shuffle: bool,
         seed: int = 0,
         sample_weights: torch.Tensor | None = None,
+        sampler: Sampler[int] | None = None,
     ) -> None:
         self.features = features
         self.targets = targets
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.sample_weights = sample_weights
+        self.sampler = sampler
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self._starts())
 
     def _starts(self) -> range:
-        count = len(self.targets)
+        count = len(self.sampler) if self.sampler is not None else len(self.targets)  # type: ignore[arg-type]
         # A training batch of one item breaks BatchNorm heads and gives a noisy step: drop it.
         end = count - 1 if self.shuffle and count % self.batch_size == 1 and count > 1 else count
         return range(0, end, self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count, views = self.features.shape[:2]
-        if self.sample_weights is not None:
+        if self.sampler is not None:
+            order = torch.tensor(list(self.sampler), dtype=torch.long)
+        elif self.sample_weights is not None:
             order = torch.multinomial(self.sample_weights, count, replacement=True, generator=self.generator)
         elif self.shuffle:
             order = torch.randperm(count, generator=self.generator)
@@ -124,3 +132,39 @@ class FeatureBatches:
         for start in self._starts():
             rows = order[start : start + self.batch_size]
             yield self.features[rows, chosen_views[rows]], self.targets[rows]
+
+
+class DistributedWeightedSampler(Sampler[int]):
+    """The balanced sampler of a distributed run: weighted draws with replacement, shared out among the ranks.
+
+    Every rank draws the same ``num_replicas * ceil(N / num_replicas)`` indices from a
+    generator seeded with ``seed + epoch`` and keeps every ``num_replicas``-th from its
+    rank on, so the ranks together see one weighted draw per epoch, as one process would.
+
+    Args:
+        weights: ``(N,)`` per-item weights.
+        num_replicas: processes in the run.
+        rank: this process.
+        seed: the same on every rank.
+    """
+
+    def __init__(self, weights: torch.Tensor, *, num_replicas: int, rank: int, seed: int = 0) -> None:
+        self.weights = weights.double()
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.epoch = 0
+        self.num_samples = math.ceil(len(weights) / num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw another sample for ``epoch`` (call it on every rank with the same epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, self.num_samples * self.num_replicas, replacement=True,
+                                  generator=generator)
+        return iter(drawn[self.rank :: self.num_replicas].tolist())

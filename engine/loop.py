@@ -43,7 +43,9 @@ class LoopState:
     """What callbacks may read (and a few things they may set) while the loop runs.
 
     Attributes:
-        model: the module being optimised (the head alone in feature extraction).
+        model: the module being optimised (the head alone in feature extraction); the loop
+            runs whatever is here, so a callback may put a wrapper of the same parameters in
+            its place for the fit (distributed training does).
         optimizer: its optimizer.
         num_epochs: epochs the fit will run to.
         epoch: current epoch, counted from 1.
@@ -164,7 +166,7 @@ class Loop:
                 self._with_events("validate", state, lambda s: self._all_batches(s, self.val_batches), CancelEpoch)
 
     def _all_batches(self, state: LoopState, batches: Iterable[tuple[Any, torch.Tensor]]) -> None:
-        self.model.train(state.training)
+        state.model.train(state.training)
         for index, (inputs, targets) in enumerate(batches):
             state.batch_index = index
             state.inputs = self.device_plan.to_device(inputs)
@@ -173,7 +175,7 @@ class Loop:
 
     def _one_batch(self, state: LoopState) -> None:
         with self.device_plan.autocast():
-            state.outputs = self.model(state.inputs)
+            state.outputs = state.model(state.inputs)
             state.loss = self.loss_function(state.outputs, state.targets)
         self._call("after_loss", state)
         if not state.training:

@@ -11,7 +11,8 @@ Layout::
       STOP               written by anyone who wants a clean stop
 
 Everything read whole is written atomically; events are appended a whole line at a
-time and readers only parse lines that end in a newline.
+time and readers only parse lines that end in a newline. In a distributed run one
+process writes the folder; the others hold an ``attach``-ed view that writes nothing.
 """
 
 from __future__ import annotations
@@ -38,10 +39,15 @@ STOP_FILE = "STOP"
 
 
 class RunFolder:
-    """Reads and writes one run folder."""
+    """Reads and writes one run folder.
 
-    def __init__(self, path: str | Path) -> None:
+    Attributes:
+        writes: False for a view from a process that must not write (``attach``).
+    """
+
+    def __init__(self, path: str | Path, *, writes: bool = True) -> None:
         self.path = Path(path)
+        self.writes = writes
         self.config_path = self.path / "config.yaml"
         self.events_path = self.path / "events.jsonl"
         self.metrics_path = self.path / "metrics.csv"
@@ -57,11 +63,21 @@ class RunFolder:
         Raises:
             CheckpointError: the folder already holds a run (use resume instead).
         """
+        folder = cls.check_free(path)
+        folder.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, folder.config_path)
+        return folder
+
+    @classmethod
+    def check_free(cls, path: str | Path) -> RunFolder:
+        """The folder at ``path``, which must not hold a run yet (nothing is created).
+
+        Raises:
+            CheckpointError: the folder already holds a run (use resume instead).
+        """
         folder = cls(path)
         if folder.config_path.exists():
             raise CheckpointError(f"{folder.path}: already holds a run; resume it with --resume {folder.path}")
-        folder.checkpoints_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, folder.config_path)
         return folder
 
     @classmethod
@@ -76,6 +92,16 @@ class RunFolder:
             raise CheckpointError(f"{folder.path}: not a run folder (no config.yaml)")
         return folder
 
+    @classmethod
+    def attach(cls, path: str | Path) -> RunFolder:
+        """A view of a run folder another process writes (rank 0 of a distributed run), from another rank.
+
+        Every write of the view is dropped, and it never reports a stop request: the
+        writer decides stops for all ranks (the folder may not even be on this machine).
+        Reads work where the folder is visible.
+        """
+        return cls(path, writes=False)
+
     def load_config(self) -> RunConfig:
         """The config the run was started with."""
         return load_config(self.config_path)
@@ -84,6 +110,8 @@ class RunFolder:
         """Append one event line and flush it to disk; returns the event object."""
         record = {"schema": EVENT_SCHEMA, "event": event, "time": time.time(), "epoch": epoch, "step": step}
         record.update(payload)
+        if not self.writes:
+            return record
         line = json.dumps(record, allow_nan=False, default=_json_default) + "\n"
         with open(self.events_path, "a", encoding="utf-8") as handle:
             handle.write(line)
@@ -95,6 +123,8 @@ class RunFolder:
 
     def write_status(self, state: str, **details: Any) -> None:
         """Replace ``status.json`` with the run's current state (running, finished, failed, cancelled)."""
+        if not self.writes:
+            return
         payload = {"state": state, "updated": datetime.now().isoformat(timespec="seconds")}
         payload.update(details)
         atomic_write_json(self.status_path, payload)
@@ -108,6 +138,8 @@ class RunFolder:
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite ``metrics.csv`` with one row per epoch (columns ``METRIC_COLUMNS``)."""
+        if not self.writes:
+            return
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -128,11 +160,13 @@ class RunFolder:
         self.stop_path.write_text("stop requested\n", encoding="utf-8")
 
     def stop_requested(self) -> bool:
-        """True once ``STOP`` exists in the folder."""
-        return self.stop_path.exists()
+        """True once ``STOP`` exists in the folder (always False for an attached view)."""
+        return self.writes and self.stop_path.exists()
 
     def clear_stop(self) -> None:
         """Remove a stale ``STOP`` and the temporary files of writes a killed process never finished."""
+        if not self.writes:
+            return
         self.stop_path.unlink(missing_ok=True)
         for leftover in self.path.rglob(f"*{TEMP_SUFFIX}"):
             leftover.unlink(missing_ok=True)

@@ -1,11 +1,14 @@
 """Build what a run trains: the model, its head, the batches and the optimizer, from a RunConfig.
 
 Training, the LR finder and the sanity check all start here, so that each of them
-sees exactly the model, data and parameter groups a real run would.
+sees exactly the model, data and parameter groups a real run would. In a distributed run
+each rank gets its share of the training batches and rank 0 alone the validation batches;
+the learning rate follows the effective batch (``batch_scale``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ import torch
 from timm.layers import freeze_batch_norm_2d
 from timm.optim import create_optimizer_v2, param_groups_layer_decay
 from torch import nn
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler
 
 from augment import create_eval_transform, create_train_transform, describe_train_transform
 from engine.backbones import (
@@ -27,11 +30,14 @@ from engine.backbones import (
     set_trainable_stages,
 )
 from engine.config import RunConfig
-from engine.data import FeatureBatches, ImageDataset, collate_decoded
+from engine.data import DistributedWeightedSampler, FeatureBatches, ImageDataset, collate_decoded
 from engine.device import DevicePlan, plan_device
+from engine.distributed import SINGLE_PROCESS, DistributedContext
 from engine.errors import DatasetError
-from engine.features import FeatureCache, FeatureView, extract_features
+from engine.features import ExtractionResult, FeatureCache, FeatureView, extract_features
 from engine.heads import create_head, install_head
+from engine.health import FileRecord
+from engine.loop import CancelFit
 from engine.prepare import PreparedDataset, prepare_dataset
 from engine.schedules import scaled_learning_rate
 
@@ -54,6 +60,9 @@ class TrainingSetup:
         plan: device and precision of the loop.
         parts: trainable parameters by part, ``head`` and ``backbone``.
         train_targets: class index of every training item, for class weights.
+        world_size: processes training together (1 outside a distributed run).
+        train_sampler: in a distributed run, the sampler of this rank's share of the training
+            items; call its ``set_epoch(epoch)`` before each epoch, on every rank.
     """
 
     loaded: LoadedBackbone
@@ -63,6 +72,55 @@ class TrainingSetup:
     plan: DevicePlan
     parts: dict[str, list[nn.Parameter]]
     train_targets: torch.Tensor
+    world_size: int = 1
+    train_sampler: Any = None
+
+
+@dataclass(frozen=True)
+class BatchScale:
+    """The batch each optimizer step averages over, and the learning rate the linear scaling rule gives it.
+
+    Attributes:
+        batch_size: images per step in each process, ``optim.batch_size``.
+        world_size: processes; DDP averages their gradients, so one step sees ``batch_size * world_size`` images.
+        learning_rate: ``optim.learning_rate``, as configured.
+        reference_batch_size: ``optim.reference_batch_size``, the batch that rate was tuned at (None: no scaling).
+        peak_learning_rate: the head's peak rate, ``learning_rate * effective batch / reference_batch_size``.
+    """
+
+    batch_size: int
+    world_size: int
+    learning_rate: float
+    reference_batch_size: int | None
+    peak_learning_rate: float
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Images per optimizer step over all processes."""
+        return self.batch_size * self.world_size
+
+    def describe(self) -> str:
+        """One line, e.g. ``2 processes x batch 16 = effective batch 32; learning rate 0.001 x 32 / 16 = 0.002 ...``."""
+        plural = "es" if self.world_size != 1 else ""
+        batch = (f"{self.world_size} process{plural} x batch {self.batch_size} = "
+                 f"effective batch {self.effective_batch_size}")
+        if self.reference_batch_size is None:
+            return (f"{batch}; learning rate {self.learning_rate:g}, not scaled (set optim.reference_batch_size to "
+                    "the batch it was tuned at to scale it by the linear rule)")
+        return (f"{batch}; learning rate {self.learning_rate:g} x {self.effective_batch_size} / "
+                f"{self.reference_batch_size} = {self.peak_learning_rate:.4g} (linear scaling rule)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields and the effective batch, for events."""
+        return {**dataclasses.asdict(self), "effective_batch_size": self.effective_batch_size}
+
+
+def batch_scale(config: RunConfig, world_size: int = 1) -> BatchScale:
+    """The effective batch of ``world_size`` processes and the head's peak rate at it (``scaled_learning_rate``)."""
+    optim = config.optim
+    effective = dataclasses.replace(optim, batch_size=optim.batch_size * world_size)
+    return BatchScale(optim.batch_size, world_size, optim.learning_rate, optim.reference_batch_size,
+                      scaled_learning_rate(effective))
 
 
 def seed_everything(seed: int) -> None:
@@ -89,6 +147,7 @@ def build_training(
     trainable_stages: int | None = None,
     report: Reporter | None = None,
     check_stop: Callable[[], None] | None = None,
+    distributed: DistributedContext = SINGLE_PROCESS,
 ) -> TrainingSetup:
     """Create the model and the batches a run trains on.
 
@@ -102,6 +161,9 @@ def build_training(
         trainable_stages: stages that train now (gradual unfreezing changes it per epoch).
         report: receives progress events (``features_progressed``, ``features_extracted``).
         check_stop: called between feature batches; raises ``CancelFit`` to stop.
+        distributed: this process's place in a distributed run: training batches are its share
+            (``train_sampler``), validation batches exist on rank 0 only, and the processes of
+            a machine fill the feature cache together. The model is not wrapped here.
     """
     report = report or _ignore
     mode = mode or ("feature_extraction" if config.model.mode == "two_stage" else config.model.mode)
@@ -116,9 +178,9 @@ def build_training(
             loaded.data_settings = resolve_data_settings(loaded.model, config.data.input_size)
     class_index = {name: index for index, name in enumerate(dataset.classes)}
     if mode == "feature_extraction":
-        return _feature_extraction_setup(config, dataset, loaded, class_index, report, check_stop)
+        return _feature_extraction_setup(config, dataset, loaded, class_index, report, check_stop, distributed)
     stages = config.model.trainable_stages if trainable_stages is None else trainable_stages
-    return _fine_tune_setup(config, dataset, loaded, class_index, stages)
+    return _fine_tune_setup(config, dataset, loaded, class_index, stages, distributed)
 
 
 def _feature_extraction_setup(
@@ -128,6 +190,7 @@ def _feature_extraction_setup(
     class_index: dict[str, int],
     report: Reporter,
     check_stop: Callable[[], None] | None,
+    distributed: DistributedContext,
 ) -> TrainingSetup:
     image_plan = plan_device(config.device, amp=config.amp, images=True)
     backbone = image_plan.prepare_model(loaded.model)
@@ -141,7 +204,7 @@ def _feature_extraction_setup(
     train_cache = FeatureCache(train_space)
     extra_views = [FeatureView(train_cache, n, train_transform) for n in range(1, config.augment.feature_views)]
 
-    def features_of(split: str, views: list[FeatureView]) -> tuple[torch.Tensor, torch.Tensor]:
+    def features_of(split: str, views: list[FeatureView]) -> tuple[torch.Tensor, torch.Tensor] | None:
         records = dataset.splits[split]
 
         def report_progress(done: int, total: int) -> None:
@@ -149,37 +212,91 @@ def _feature_extraction_setup(
                 check_stop()
             report("features_progressed", split=split, done=done, total=total)
 
-        result = extract_features(
-            backbone, [record.path for record in records], [record.sha256 for record in records],
-            views=views, plan=image_plan, batch_size=max(config.optim.batch_size, 32),
-            num_workers=config.data.num_workers, progress=report_progress,
-        )
+        def extract(chosen: tuple[FileRecord, ...]) -> ExtractionResult:
+            return extract_features(
+                backbone, [record.path for record in chosen], [record.sha256 for record in chosen],
+                views=views, plan=image_plan, batch_size=max(config.optim.batch_size, 32),
+                num_workers=config.data.num_workers, progress=report_progress,
+            )
+
+        shared: ExtractionResult | None = None
+        if distributed.enabled:
+            shared = _fill_cache_together(distributed, records, extract)
+            if split != "train" and not distributed.is_main:
+                return None  # rank 0 validates for every rank
+        result = extract(records)
+        computed, reused, seconds = result.computed, result.reused, result.seconds
+        if shared is not None:  # the vectors read back now were mostly computed by the processes together
+            computed, reused, seconds = shared.computed, max(0, reused - shared.computed), seconds + shared.seconds
         report(
-            "features_extracted", split=split, computed=result.computed, reused=result.reused,
-            failed=result.failed, seconds=round(result.seconds, 3), views=len(views),
+            "features_extracted", split=split, computed=computed, reused=reused,
+            failed=result.failed, seconds=round(seconds, 3), views=len(views),
         )
         targets = torch.tensor([class_index[records[index].label] for index in result.kept], dtype=torch.long)
         return result.features, targets
 
     train_features, train_targets = features_of("train", [eval_view, *extra_views])
-    val_features, val_targets = features_of("val", [eval_view])
+    val_features, val_targets = features_of("val", [eval_view]) or (None, torch.empty(0, dtype=torch.long))
     if len(train_targets) == 0:
         raise DatasetError(f"{dataset.root}: no training image could be decoded")
     head_plan = plan_device(config.device, amp=config.amp, images=False)
     head = head_plan.prepare_model(classifier)
     batch_size = config.optim.batch_size
     sample_weights = _balanced_weights(train_targets, len(class_index)) if _balanced(config) else None
+    sampler = _distributed_sampler(config, distributed, train_targets, len(class_index))
     return TrainingSetup(
         loaded=loaded,
         loop_model=head,
         train_batches=FeatureBatches(train_features, train_targets, batch_size=batch_size, shuffle=True,
-                                     seed=config.seed, sample_weights=sample_weights),
+                                     seed=config.seed, sample_weights=sample_weights, sampler=sampler),
         val_batches=FeatureBatches(val_features, val_targets, batch_size=batch_size, shuffle=False)
         if len(val_targets) else None,
         plan=head_plan,
         parts={"head": list(head.parameters()), "backbone": []},
         train_targets=train_targets,
+        world_size=distributed.world_size,
+        train_sampler=sampler,
     )
+
+
+def _fill_cache_together(
+    distributed: DistributedContext,
+    records: tuple[FileRecord, ...],
+    extract: Callable[[tuple[FileRecord, ...]], ExtractionResult],
+) -> ExtractionResult:
+    """Compute this process's share of a machine's missing feature vectors into the cache, then wait for the rest.
+
+    Shares are split per machine, as machines need not share a cache. A stop during the
+    work is agreed on by all ranks at the end, so that no rank waits for one that left.
+
+    Returns:
+        The vectors computed by all processes (``computed``) and the time this one took.
+    """
+    share = records[distributed.local_rank :: distributed.local_world_size]
+    stopped: CancelFit | None = None
+    result = ExtractionResult(features=torch.empty(0), kept=[])
+    try:
+        result = extract(share)
+    except CancelFit as cancel:
+        stopped = cancel
+    # One collective waits for every share and tells each rank whether any of them stopped.
+    totals = distributed.all_reduce_sum(torch.tensor([result.computed, stopped is not None], dtype=torch.float64))
+    if totals[1] > 0:
+        raise stopped or CancelFit("stopped", "stop requested in another process of the run")
+    return ExtractionResult(features=torch.empty(0), kept=[], computed=int(totals[0]), seconds=result.seconds)
+
+
+def _distributed_sampler(
+    config: RunConfig, distributed: DistributedContext, train_targets: torch.Tensor, num_classes: int
+) -> Sampler[int] | None:
+    """This rank's share of the training items, the same split on every rank (None outside a distributed run)."""
+    if not distributed.enabled:
+        return None
+    if _balanced(config):
+        return DistributedWeightedSampler(_balanced_weights(train_targets, num_classes),
+                                          num_replicas=distributed.world_size, rank=distributed.rank, seed=config.seed)
+    return DistributedSampler(range(len(train_targets)), num_replicas=distributed.world_size,  # type: ignore[arg-type]
+                              rank=distributed.rank, shuffle=True, seed=config.seed)
 
 
 def _fine_tune_setup(
@@ -188,6 +305,7 @@ def _fine_tune_setup(
     loaded: LoadedBackbone,
     class_index: dict[str, int],
     trainable_stages: int,
+    distributed: DistributedContext,
 ) -> TrainingSetup:
     plan = plan_device(config.device, amp=config.amp, images=True)
     parts = apply_trainable_stages(loaded.model, trainable_stages, config)
@@ -195,21 +313,27 @@ def _fine_tune_setup(
     settings = loaded.data_settings
     train_records = dataset.splits["train"]
     train_targets = torch.tensor([class_index[r.label] for r in train_records], dtype=torch.long)
+    shard = _distributed_sampler(config, distributed, train_targets, len(class_index))
+    # Each rank draws its own augmentations (the shuffling seed stays common, in the sampler).
+    augment_seed = config.seed + distributed.rank
 
     def loader(split: str, transform: Any, train: bool) -> DataLoader | None:
         records = dataset.splits[split]
-        if not records:
-            return None
+        if not records or (not train and not distributed.is_main):
+            return None  # in a distributed run rank 0 validates for every rank
         images = ImageDataset([r.path for r in records], [class_index[r.label] for r in records], transform)
-        generator = torch.Generator().manual_seed(config.seed)
-        sampler = None
-        if train and _balanced(config):
+        generator = torch.Generator().manual_seed(augment_seed)
+        sampler: Sampler[int] | None = None
+        count = len(records)
+        if train and shard is not None:
+            sampler, count = shard, len(shard)  # type: ignore[arg-type]
+        elif train and _balanced(config):
             weights = _balanced_weights(train_targets, len(class_index))
             sampler = WeightedRandomSampler(weights, num_samples=len(records), generator=generator)
         workers = config.data.num_workers
         return DataLoader(
             images, batch_size=config.optim.batch_size, shuffle=train and sampler is None, sampler=sampler,
-            drop_last=train and len(records) > config.optim.batch_size,
+            drop_last=train and count > config.optim.batch_size,
             num_workers=workers, persistent_workers=workers > 0, pin_memory=plan.pin_memory,
             collate_fn=collate_decoded, generator=generator,
         )
@@ -217,11 +341,13 @@ def _fine_tune_setup(
     return TrainingSetup(
         loaded=loaded,
         loop_model=model,
-        train_batches=loader("train", create_train_transform(config.augment, settings, seed=config.seed), train=True),
+        train_batches=loader("train", create_train_transform(config.augment, settings, seed=augment_seed), train=True),
         val_batches=loader("val", create_eval_transform(settings), train=False),
         plan=plan,
         parts=parts,
         train_targets=train_targets,
+        world_size=distributed.world_size,
+        train_sampler=shard,
     )
 
 
@@ -252,23 +378,28 @@ def apply_trainable_stages(model: nn.Module, trainable_stages: int, config: RunC
 
 
 def create_optimizer(setup: TrainingSetup, config: RunConfig) -> torch.optim.Optimizer:
-    """AdamW (through timm) over the setup's parameter groups."""
+    """AdamW (through timm) over the setup's parameter groups, at the peak rate of its effective batch."""
     return create_optimizer_v2(
-        parameter_groups(setup.loop_model, setup.parts, config), opt="adamw",
-        lr=scaled_learning_rate(config.optim), weight_decay=config.optim.weight_decay,
+        parameter_groups(setup.loop_model, setup.parts, config, world_size=setup.world_size), opt="adamw",
+        lr=batch_scale(config, setup.world_size).peak_learning_rate, weight_decay=config.optim.weight_decay,
     )
 
 
-def parameter_groups(model: nn.Module, parts: dict[str, list[nn.Parameter]], config: RunConfig) -> list[dict]:
+def parameter_groups(
+    model: nn.Module, parts: dict[str, list[nn.Parameter]], config: RunConfig, *, world_size: int = 1
+) -> list[dict]:
     """Optimizer groups: no weight decay on biases and norms (timm's rule); rates by ``lr_scale``.
 
     Without layer decay there are always four groups, in this order (some may be
     empty): ``head``, ``head_no_decay``, ``backbone``, ``backbone_no_decay``; gradual
     unfreezing refills them in place (``refill_parameter_groups``), so the optimizer
     state and the schedule never change shape. With ``model.layer_decay`` the groups
-    are timm's, one per layer.
+    are timm's, one per layer. ``world_size`` processes multiply the batch the rate is
+    scaled for (``batch_scale``).
     """
-    learning_rate = scaled_learning_rate(config.optim)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module  # gradual unfreezing refills the groups from the loop's model, wrapped
+    learning_rate = batch_scale(config, world_size).peak_learning_rate
     if config.model.layer_decay is not None and parts["backbone"]:
         groups = param_groups_layer_decay(model, weight_decay=config.optim.weight_decay,
                                           layer_decay=config.model.layer_decay)

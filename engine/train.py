@@ -2,7 +2,9 @@
 
 ``train`` starts a run, ``resume`` continues one from its ``last`` checkpoint. Both
 write every step of the way into the run folder (see ``engine.runfolder``), and any
-failure is recorded there as ``run_failed`` before it propagates.
+failure is recorded there as ``run_failed`` before it propagates. In a worker started by
+torchrun (``main.py train --nproc N``) both train data-parallel with the other workers:
+each trains on its share of every epoch, and rank 0 alone validates and writes.
 """
 
 from __future__ import annotations
@@ -19,9 +21,18 @@ from torch import nn
 
 from augment import create_mixup
 from engine.backbones import LoadedBackbone
-from engine.callbacks import CheckpointSaver, EventReporter, LRSchedule, MetricsRecorder, ProgressBar, StopWatcher
+from engine.callbacks import (
+    CheckpointSaver,
+    DistributedTraining,
+    EventReporter,
+    LRSchedule,
+    MetricsRecorder,
+    ProgressBar,
+    StopWatcher,
+)
 from engine.checkpoint import Checkpoint, load_checkpoint, read_checkpoint_metadata
 from engine.config import RunConfig
+from engine.distributed import SINGLE_PROCESS, DistributedContext, distributed_session
 from engine.doctor import DoctorContext, create_doctor
 from engine.errors import ConfigError
 from engine.heads import head_signature
@@ -32,7 +43,15 @@ from engine.prepare import PreparedDataset
 from engine.recipes import EarlyStopping, EmaWeights, GradualUnfreezing, MixBatches, trainable_stages_at
 from engine.runfolder import RunFolder, new_run_dir
 from engine.schedules import create_scheduler
-from engine.setup import TrainingSetup, build_training, create_optimizer, prepare_run_data, seed_everything
+from engine.setup import (
+    BatchScale,
+    TrainingSetup,
+    batch_scale,
+    build_training,
+    create_optimizer,
+    prepare_run_data,
+    seed_everything,
+)
 
 
 @dataclass
@@ -64,6 +83,10 @@ def train(
 ) -> RunResult:
     """Train a new run.
 
+    Under torchrun every worker calls this with the same arguments and trains its share
+    of each epoch (see ``engine.distributed``); rank 0 validates, writes the run folder
+    (its ``run_dir`` is the one all ranks use) and prints the effective batch.
+
     Args:
         config: the run's settings; ``config.data.path`` names the dataset.
         run_dir: folder for the run (default: a new folder under the dataset's project ``runs/``).
@@ -77,10 +100,15 @@ def train(
     """
     if not config.data.path:
         raise ConfigError("data.path: must name a dataset folder or CSV, got ''")
-    folder_path = Path(run_dir) if run_dir else new_run_dir(project_dir_for(config.data.path), config.model.backbone)
-    folder = RunFolder.create(folder_path, config)
-    folder.echo = echo
-    return _run(folder, config, resume_from=None, progress_bar=progress_bar, callbacks=callbacks)
+    with distributed_session(config.device) as distributed:
+        folder_path = Path(run_dir) if run_dir else new_run_dir(project_dir_for(config.data.path),
+                                                                config.model.backbone)
+        if distributed.enabled:
+            folder_path = Path(distributed.broadcast_text(str(folder_path)))  # rank 0's, should they differ
+        folder = RunFolder.create(folder_path, config) if distributed.is_main else RunFolder.attach(folder_path)
+        folder.echo = echo
+        return _run(folder, config, resume_from=None, progress_bar=progress_bar, callbacks=callbacks,
+                    distributed=distributed)
 
 
 def resume(
@@ -90,12 +118,19 @@ def resume(
     progress_bar: bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> RunResult:
-    """Continue a stopped, killed or finished run from its ``last`` checkpoint, with its own config."""
+    """Continue a stopped, killed or finished run from its ``last`` checkpoint, with its own config.
+
+    Under torchrun every rank reads the folder (it must be visible to all of them) and rank 0 writes it.
+    """
     folder = RunFolder.open(run_dir)
-    folder.echo = echo
-    folder.clear_stop()
-    return _run(folder, folder.load_config(), resume_from=folder.checkpoint_path("last"),
-                progress_bar=progress_bar, callbacks=callbacks)
+    config = folder.load_config()
+    with distributed_session(config.device) as distributed:
+        if not distributed.is_main:
+            folder = RunFolder.attach(run_dir)
+        folder.echo = echo
+        folder.clear_stop()
+        return _run(folder, config, resume_from=folder.checkpoint_path("last"),
+                    progress_bar=progress_bar, callbacks=callbacks, distributed=distributed)
 
 
 def _run(
@@ -105,11 +140,12 @@ def _run(
     resume_from: Path | None,
     progress_bar: bool,
     callbacks: Sequence[Callback],
+    distributed: DistributedContext = SINGLE_PROCESS,
 ) -> RunResult:
-    stop_watcher = StopWatcher(folder)
+    stop_watcher = StopWatcher(folder, distributed)
     try:
         with stop_watcher.installed():
-            return _train_in_folder(folder, config, resume_from, stop_watcher, progress_bar, callbacks)
+            return _train_in_folder(folder, config, resume_from, stop_watcher, progress_bar, callbacks, distributed)
     except CancelFit as cancel:
         # A stop before the loop began (e.g. during feature extraction): nothing to checkpoint yet.
         folder.write_event("run_cancelled", reason=cancel.reason, message=cancel.message, checkpoint=None)
@@ -147,6 +183,7 @@ def _train_in_folder(
     stop_watcher: StopWatcher,
     progress_bar: bool,
     extra_callbacks: Sequence[Callback],
+    distributed: DistributedContext,
 ) -> RunResult:
     seed_everything(config.seed)
     dataset = prepare_run_data(config)
@@ -164,7 +201,9 @@ def _train_in_folder(
     step = resumed.step if resumed else 0
     history = resumed.history if resumed else []
     metadata: dict[str, Any] = {}
-    recorder = MetricsRecorder(list(dataset.classes), history)
+    recorder = MetricsRecorder(list(dataset.classes), history,
+                               reduce=distributed.all_reduce_sum if distributed.enabled else None)
+    scale = batch_scale(config, distributed.world_size)
     saver: CheckpointSaver | None = None
     loaded: LoadedBackbone | None = None
     state = None
@@ -175,10 +214,12 @@ def _train_in_folder(
         setup = build_training(
             config, dataset, mode=stage.mode, loaded=loaded,
             trainable_stages=trainable_stages_at(config, first_epoch_here, stage.first_epoch),
-            report=folder.write_event, check_stop=stop_watcher.check,
+            report=folder.write_event, check_stop=stop_watcher.check, distributed=distributed,
         )
         if loaded is None:
             metadata.update(_checkpoint_metadata(config, dataset, setup.loaded))
+            if distributed.enabled:
+                metadata["world_size"] = distributed.world_size
             saver = CheckpointSaver(folder, setup.loaded.model, metadata, monitor=config.optim.monitor,
                                     best_value=resumed.best_score if resumed else None,
                                     best_epoch=resumed.best_epoch if resumed else None)
@@ -194,6 +235,8 @@ def _train_in_folder(
         stage_optim = dataclasses.replace(config.optim, epochs=stage.last_epoch - stage.first_epoch + 1)
         scheduler = create_scheduler(optimizer, stage_optim, batches_per_epoch)
         loss_function = create_loss(config, setup.train_targets, len(dataset.classes)).to(setup.plan.device)
+        if distributed.enabled and state is None and distributed.is_main and folder.echo is None:
+            print(f"distributed: {scale.describe()}", flush=True)  # with --events-only, run_started says it
         folder.write_event(
             "run_started" if state is None else "stage_started", epoch=first_epoch_here, step=step,
             config=config.to_dict(), classes=list(dataset.classes), backbone=config.model.backbone,
@@ -203,6 +246,7 @@ def _train_in_folder(
             train_images=len(dataset.splits["train"]), val_images=len(dataset.splits["val"]),
             batches_per_epoch=batches_per_epoch, last_epoch=stage.last_epoch,
             resumed_from=str(resume_from) if resume_from and state is None else None,
+            **(_distributed_payload(distributed, scale) if distributed.enabled else {}),
         )
         folder.write_status("running", epoch=first_epoch_here, num_epochs=config.optim.epochs)
         callbacks: list[Callback] = [
@@ -213,7 +257,9 @@ def _train_in_folder(
             *doctor,
             *extra_callbacks,
         ]
-        if progress_bar:
+        if distributed.enabled:
+            callbacks.append(DistributedTraining(distributed, setup.train_sampler))
+        if progress_bar and distributed.is_main:
             callbacks.append(ProgressBar())
         loop = Loop(
             model=setup.loop_model, optimizer=optimizer, loss_function=loss_function,
@@ -224,7 +270,7 @@ def _train_in_folder(
         step = state.step
         if state.cancel_reason is not None:
             break
-    return _finish(folder, state, saver, recorder)
+    return _finish(folder, state, saver, recorder, distributed)
 
 
 def _recipe_callbacks(
@@ -241,7 +287,7 @@ def _recipe_callbacks(
     mixup = create_mixup(config.augment, num_classes, config.optim.label_smoothing)
     if mixup is not None:
         callbacks.append(MixBatches(mixup))
-    if config.optim.ema:
+    if config.optim.ema and folder.writes:  # validated and saved by rank 0 alone in a distributed run
         callbacks.append(EmaWeights(
             loop_model=setup.loop_model, export_model=setup.loaded.model, val_batches=setup.val_batches,
             plan=setup.plan, loss_function=loss_function, decay=config.optim.ema_decay, run_folder=folder,
@@ -254,9 +300,23 @@ def _recipe_callbacks(
     return callbacks
 
 
-def _finish(folder: RunFolder, state: LoopState, saver: CheckpointSaver, recorder: MetricsRecorder) -> RunResult:
+def _distributed_payload(distributed: DistributedContext, scale: BatchScale) -> dict[str, Any]:
+    """What ``run_started`` adds in a distributed run: the processes, the effective batch and its learning rate."""
+    return {
+        "world_size": distributed.world_size, "backend": distributed.backend,
+        "effective_batch_size": scale.effective_batch_size, "peak_learning_rate": scale.peak_learning_rate,
+        "reference_batch_size": scale.reference_batch_size, "batch_scale": scale.describe(),
+    }
+
+
+def _finish(
+    folder: RunFolder, state: LoopState, saver: CheckpointSaver, recorder: MetricsRecorder,
+    distributed: DistributedContext,
+) -> RunResult:
     best_path = folder.checkpoint_path("best")
     best = best_path if best_path.is_file() else None
+    if distributed.enabled:  # as rank 0 saw it, when it has saved (other ranks may be ahead of it)
+        best = Path(shared) if (shared := distributed.broadcast_text(str(best or ""))) else None
     if state.cancel_reason not in (None, "early_stop"):
         folder.write_event(
             "run_cancelled", epoch=state.epoch, step=state.step, reason=state.cancel_reason,
