@@ -23,10 +23,10 @@ from PIL import Image
 
 from engine.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from engine.errors import TransferStudioError
+from engine.figures import new_figure, png_bytes
 from engine.images import ImageFileError, load_rgb
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
     from engine.evaluate import Evaluation, TopLoss
 
@@ -107,22 +107,6 @@ def describe_report(folder: str | Path) -> str:
 # --- plots ---------------------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float) -> Figure:
-    # The object API with the Agg canvas, not pyplot: no global backend switch, no GUI loop.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", facecolor="white")
-    return buffer.getvalue()
-
-
 def draw_confusion(evaluation: Evaluation) -> bytes:
     """The confusion matrix as a PNG: counts in the cells, colour = share of the true class (row)."""
     classes = evaluation.classes
@@ -131,7 +115,7 @@ def draw_confusion(evaluation: Evaluation) -> bytes:
     totals = confusion.sum(axis=1, keepdims=True)
     shares = np.divide(confusion, totals, out=np.zeros(confusion.shape, dtype=float), where=totals > 0)
     side = min(18.0, max(5.5, 0.5 * count + 3.0))
-    figure = _figure(side + 1.2, side)
+    figure = new_figure(side + 1.2, side)
     axes = figure.add_subplot()
     image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     labels = [_short(name, 18) for name in classes]
@@ -156,7 +140,7 @@ def draw_confusion(evaluation: Evaluation) -> bytes:
     colorbar.set_label("share of the true class's images")
     axes.set_title(f"Confusion matrix: {evaluation.count} images, top-1 {evaluation.top1:.1%}\n"
                    "rows: true class · columns: predicted class · diagonal: right", fontsize=11)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def draw_reliability(evaluation: Evaluation) -> bytes:
@@ -168,7 +152,7 @@ def draw_reliability(evaluation: Evaluation) -> bytes:
     accuracy = np.array([item.accuracy or 0.0 for item in bins])
     confidence = np.array([item.confidence if item.confidence is not None else 0.0 for item in bins])
     counts = np.array([item.count for item in bins])
-    figure = _figure(7.0, 8.0)
+    figure = new_figure(7.0, 8.0)
     grid = figure.add_gridspec(2, 1, height_ratios=(3.0, 1.0))
     axes = figure.add_subplot(grid[0])
     axes.bar(centres[filled], accuracy[filled], width=width * 0.92, color=ACCENT, alpha=0.85, edgecolor="white",
@@ -198,7 +182,7 @@ def draw_reliability(evaluation: Evaluation) -> bytes:
     below.set_xlabel("confidence (probability of the predicted class)")
     below.set_ylabel("share of images")
     below.legend(loc="upper left", frameon=False, fontsize=8.5)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def draw_per_class(evaluation: Evaluation) -> bytes:
@@ -207,7 +191,7 @@ def draw_per_class(evaluation: Evaluation) -> bytes:
     rows = sorted(evaluation.per_class,
                   key=lambda item: (item.support == 0, item.f1 if item.f1 is not None else 0.0, item.name))
     count = len(rows)
-    figure = _figure(8.0, min(30.0, max(3.0, 0.38 * count + 1.6)))
+    figure = new_figure(8.0, min(30.0, max(3.0, 0.38 * count + 1.6)))
     axes = figure.add_subplot()
     positions = np.arange(count)[::-1]  # the first (weakest) row at the top
     f1 = np.array([item.f1 if item.f1 is not None else 0.0 for item in rows])
@@ -239,19 +223,19 @@ def draw_per_class(evaluation: Evaluation) -> bytes:
                     fontsize=11)
     axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False, fontsize=8.5)
     axes.grid(axis="x", alpha=0.3)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def draw_top_losses(top_losses: Sequence[TopLoss], *, columns: int = 4) -> bytes:
     """A grid of the most confidently wrong images, captioned ``true → predicted (p)`` and the loss."""
     if not top_losses:
-        figure = _figure(6.0, 1.6)
+        figure = new_figure(6.0, 1.6)
         figure.text(0.5, 0.5, "No misclassified images: nothing to show.", ha="center", va="center",
                     fontsize=12, color=MUTED)
-        return _png(figure)
+        return png_bytes(figure)
     columns = min(columns, len(top_losses))
     rows = math.ceil(len(top_losses) / columns)
-    figure = _figure(2.7 * columns, 3.15 * rows)
+    figure = new_figure(2.7 * columns, 3.15 * rows)
     figure.suptitle("Top losses: the most confidently wrong images (true → predicted, probability)", fontsize=11)
     for index, item in enumerate(top_losses):
         axes = figure.add_subplot(rows, columns, index + 1)
@@ -268,7 +252,7 @@ def draw_top_losses(top_losses: Sequence[TopLoss], *, columns: int = 4) -> bytes
         caption = f"{_short(item.true_label, 14)} → {_short(item.predicted_label, 14)} ({item.probability:.2f})"
         axes.set_title(caption, fontsize=9, color=INK)
         axes.set_xlabel(f"loss {item.loss:.2f} · {_short(item.path.name, 24)}", fontsize=7.5, color=MUTED)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 # --- HTML ----------------------------------------------------------------------------------------

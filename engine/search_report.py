@@ -26,11 +26,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from engine.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from engine.config import RunConfig, SearchParameter, to_yaml
+from engine.figures import new_figure, png_bytes
 from engine.search_narrowing import FineSpace
 from engine.search_space import describe_parameter, format_value, space_from_dicts, space_to_dicts
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 SUMMARY_FILE = "report.txt"
 STAGE_COLOURS = {"coarse": "#1f4e79", "fine": "#e07b00", None: "#616e7c"}
@@ -279,22 +280,6 @@ def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 # --- plots -----------------------------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float) -> Figure:
-    # The object API with the Agg canvas, not pyplot: no global backend switch, no GUI loop.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", facecolor="white")
-    return buffer.getvalue()
-
-
 def _plotted(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     return [record for record in records
             if record.state in ("complete", "pruned") and record.value is not None and math.isfinite(record.value)]
@@ -302,7 +287,7 @@ def _plotted(records: Sequence[TrialRecord]) -> list[TrialRecord]:
 
 def draw_history(records: Sequence[TrialRecord], metric: str, direction: str) -> bytes:
     """Optimisation history as a PNG: each trial's metric by trial number, and the best complete so far."""
-    figure = _figure(7.5, 4.2)
+    figure = new_figure(7.5, 4.2)
     axes = figure.add_subplot()
     _scatter_by_stage(axes, _plotted(records), lambda record: record.number)
     best, line = None, []
@@ -322,14 +307,14 @@ def draw_history(records: Sequence[TrialRecord], metric: str, direction: str) ->
     axes.set_ylabel(metric)
     axes.set_title("Optimisation history")
     _legend(axes)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def draw_parameter(
     records: Sequence[TrialRecord], parameter: SearchParameter, fine: SearchParameter | None, metric: str
 ) -> bytes:
     """The metric against one parameter as a PNG, on the parameter's scale; shaded: the coarse and fine ranges."""
-    figure = _figure(6.0, 4.0)
+    figure = new_figure(6.0, 4.0)
     axes = figure.add_subplot()
     shown = [record for record in _plotted(records) if parameter.path in record.params]
     if parameter.choices is not None:
@@ -353,7 +338,7 @@ def draw_parameter(
     axes.set_ylabel(metric)
     axes.set_title(f"{metric} by {parameter.path}")
     _legend(axes)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def _scatter_by_stage(axes: Any, records: Sequence[TrialRecord], x_of: Any) -> None:
