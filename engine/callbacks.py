@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -133,13 +133,16 @@ class MetricsRecorder(Callback):
     """Per-epoch training and validation metrics: loss, top-1, top-5, per-class accuracy.
 
     Publishes the finished epoch's row in ``state.scratch["epoch_metrics"]`` and keeps
-    every row in ``history``.
+    every row in ``history``. The metrics average over the images that decoded;
+    ``train_skipped`` and ``val_skipped`` say how many the epoch left out.
 
     Args:
         class_names: the classes, in index order.
         history: earlier epochs' rows, when resuming.
         reduce: in a distributed run, sums a tensor over all ranks; every rank then computes
             the row of the whole epoch (rank 0's validation, every rank's training).
+        skipped_counts: images left out of the latest pass over each split (``train``, ``val``),
+            read after each epoch (``SkippedImages.counts``), or None.
     """
 
     order = 10
@@ -149,10 +152,12 @@ class MetricsRecorder(Callback):
         class_names: list[str],
         history: list[dict[str, Any]] | None = None,
         reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        skipped_counts: Mapping[str, int] | None = None,
     ) -> None:
         self.class_names = class_names
         self.history = list(history or [])
         self.reduce = reduce
+        self.skipped_counts = skipped_counts if skipped_counts is not None else {}
         self._sums: dict[str, float] = {}
         self._epoch_started = 0.0
         self._per_class_correct = torch.zeros(len(class_names))
@@ -189,10 +194,13 @@ class MetricsRecorder(Callback):
             ).float()
 
     def after_epoch(self, state: LoopState) -> None:
+        for prefix in ("train", "val"):
+            self._sums[f"{prefix}_skipped"] = float(self.skipped_counts.get(prefix, 0))
         if self.reduce is not None:
             self._reduce_sums()
         row: dict[str, Any] = {"epoch": state.epoch}
         for prefix in ("train", "val"):
+            row[f"{prefix}_skipped"] = int(self._sums[f"{prefix}_skipped"])
             count = self._sums.get(f"{prefix}_count", 0)
             row[f"{prefix}_loss"] = self._sums[f"{prefix}_loss"] / count if count else None
             hard = self._sums.get(f"{prefix}_hard_count", 0)  # batches with class indices, not mixed targets
@@ -227,8 +235,8 @@ class MetricsRecorder(Callback):
 
 
 _SUM_KEYS = (
-    "train_count", "train_loss", "train_top1", "train_hard_count",
-    "val_count", "val_loss", "val_top1", "val_hard_count", "val_top5",
+    "train_count", "train_loss", "train_top1", "train_hard_count", "train_skipped",
+    "val_count", "val_loss", "val_top1", "val_hard_count", "val_top5", "val_skipped",
 )
 
 

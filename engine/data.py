@@ -1,8 +1,9 @@
 """Torch datasets and batch iterables over scanned image records and cached features.
 
 An image that passed the header scan can still fail to decode (damage past the
-header). Such an item is dropped from its batch and reported once, so a run never
-dies on one bad file. In a distributed run each rank iterates its own share, chosen by
+header, or a file changed under the run). Such an item is dropped from its batch, a
+batch left empty is skipped, and the file is reported once per run (``SkippedImages``),
+so a run never dies on a bad file. In a distributed run each rank iterates its own share, chosen by
 a sampler that every rank seeds alike (``DistributedSampler``, ``DistributedWeightedSampler``).
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler, default_collate
@@ -64,12 +66,69 @@ def collate_with_failures(
     return images, targets, failures
 
 
-def collate_decoded(items: list[tuple[torch.Tensor | None, int, str]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack the items that decoded; log and drop the others (training must go on)."""
-    images, targets, failures = collate_with_failures(items)
-    for _, reason in failures:
-        log.warning("left out of this batch: %s", reason)
-    return images, targets
+class SkippedImages:
+    """The images of a run that could not be decoded: each reported once, and counted per pass.
+
+    A file is reported on its first failure only (a log line and an ``image_skipped`` event
+    naming it, its split and the reason), however many epochs meet it again.
+    ``counts[split]`` is the number of images the latest pass over that split left out, for
+    the epoch's metrics.
+
+    Args:
+        report: receives ``("image_skipped", split=..., path=..., reason=...)``, or None.
+    """
+
+    def __init__(self, report: Callable[..., Any] | None = None) -> None:
+        self.report = report
+        self.counts: dict[str, int] = {}
+        self._reported: set[str] = set()
+
+    def add(self, split: str, path: Path | str, reason: str) -> None:
+        """Record that ``path`` of ``split`` failed to decode, reporting it if it is new."""
+        key = str(path)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        log.warning("%s image left out of the run: %s", split, reason if key in reason else f"{key}: {reason}")
+        if self.report is not None:
+            self.report("image_skipped", split=split, path=key, reason=reason)
+
+
+class DecodedBatches:
+    """``(images, targets)`` batches of the images that decoded, from a loader over positions.
+
+    The loader's dataset is an ``ImageDataset`` tagged with each file's position in
+    ``paths`` and batched by ``collate_with_failures``; failures go to ``skipped`` and a
+    batch with no decoded image is left out, so the model never sees an empty batch.
+
+    Args:
+        loader: yields ``(images, positions, [(position, reason)])``.
+        paths: the files, by position.
+        targets: ``(N,)`` class index of each position.
+        split: the split's name, for reports and counts.
+        skipped: where failures are reported and counted.
+    """
+
+    def __init__(
+        self, loader: Iterable[Any], paths: Sequence[Path], targets: torch.Tensor, split: str, skipped: SkippedImages
+    ) -> None:
+        self.loader = loader
+        self.paths = list(paths)
+        self.targets = targets
+        self.split = split
+        self.skipped = skipped
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.skipped.counts[self.split] = 0
+        for images, positions, failures in self.loader:
+            for position, reason in failures:
+                self.skipped.counts[self.split] += 1
+                self.skipped.add(self.split, self.paths[position], reason)
+            if len(positions):
+                yield images, self.targets[positions]
 
 
 class FeatureBatches:

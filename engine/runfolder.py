@@ -33,7 +33,7 @@ from engine.errors import CheckpointError
 EVENT_SCHEMA = 1
 METRIC_COLUMNS = (
     "epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "ema_val_loss", "ema_val_top1",
-    "learning_rate", "seconds",
+    "learning_rate", "seconds", "train_skipped", "val_skipped",
 )
 STOP_FILE = "STOP"
 

@@ -30,7 +30,14 @@ from engine.backbones import (
     set_trainable_stages,
 )
 from engine.config import RunConfig
-from engine.data import DistributedWeightedSampler, FeatureBatches, ImageDataset, collate_decoded
+from engine.data import (
+    DecodedBatches,
+    DistributedWeightedSampler,
+    FeatureBatches,
+    ImageDataset,
+    SkippedImages,
+    collate_with_failures,
+)
 from engine.device import DevicePlan, plan_device
 from engine.distributed import SINGLE_PROCESS, DistributedContext
 from engine.errors import DatasetError
@@ -148,6 +155,7 @@ def build_training(
     report: Reporter | None = None,
     check_stop: Callable[[], None] | None = None,
     distributed: DistributedContext = SINGLE_PROCESS,
+    skipped: SkippedImages | None = None,
 ) -> TrainingSetup:
     """Create the model and the batches a run trains on.
 
@@ -164,8 +172,11 @@ def build_training(
         distributed: this process's place in a distributed run: training batches are its share
             (``train_sampler``), validation batches exist on rank 0 only, and the processes of
             a machine fill the feature cache together. The model is not wrapped here.
+        skipped: where images that fail to decode are reported (once) and counted per pass; pass
+            the run's own so that its stages report a file once (default: a new one on ``report``).
     """
     report = report or _ignore
+    skipped = skipped or SkippedImages(report)
     mode = mode or ("feature_extraction" if config.model.mode == "two_stage" else config.model.mode)
     if loaded is None:
         # The head owns its dropout (timm's drop_rate stays 0, or dropout would apply twice).
@@ -178,9 +189,10 @@ def build_training(
             loaded.data_settings = resolve_data_settings(loaded.model, config.data.input_size)
     class_index = {name: index for index, name in enumerate(dataset.classes)}
     if mode == "feature_extraction":
-        return _feature_extraction_setup(config, dataset, loaded, class_index, report, check_stop, distributed)
+        return _feature_extraction_setup(config, dataset, loaded, class_index, report, check_stop, distributed,
+                                         skipped)
     stages = config.model.trainable_stages if trainable_stages is None else trainable_stages
-    return _fine_tune_setup(config, dataset, loaded, class_index, stages, distributed)
+    return _fine_tune_setup(config, dataset, loaded, class_index, stages, distributed, skipped)
 
 
 def _feature_extraction_setup(
@@ -191,6 +203,7 @@ def _feature_extraction_setup(
     report: Reporter,
     check_stop: Callable[[], None] | None,
     distributed: DistributedContext,
+    skipped: SkippedImages,
 ) -> TrainingSetup:
     image_plan = plan_device(config.device, amp=config.amp, images=True)
     backbone = image_plan.prepare_model(loaded.model)
@@ -232,6 +245,10 @@ def _feature_extraction_setup(
             "features_extracted", split=split, computed=computed, reused=reused,
             failed=result.failed, seconds=round(seconds, 3), views=len(views),
         )
+        for path, reason in result.failed:
+            skipped.add(split, path, reason)
+        # The failed images are left out of every epoch; counted once, on the rank whose sums are the run's.
+        skipped.counts[split] = len(result.failed) if distributed.is_main else 0
         targets = torch.tensor([class_index[records[index].label] for index in result.kept], dtype=torch.long)
         return result.features, targets
 
@@ -306,6 +323,7 @@ def _fine_tune_setup(
     class_index: dict[str, int],
     trainable_stages: int,
     distributed: DistributedContext,
+    skipped: SkippedImages,
 ) -> TrainingSetup:
     plan = plan_device(config.device, amp=config.amp, images=True)
     parts = apply_trainable_stages(loaded.model, trainable_stages, config)
@@ -317,11 +335,13 @@ def _fine_tune_setup(
     # Each rank draws its own augmentations (the shuffling seed stays common, in the sampler).
     augment_seed = config.seed + distributed.rank
 
-    def loader(split: str, transform: Any, train: bool) -> DataLoader | None:
+    def loader(split: str, transform: Any, train: bool) -> DecodedBatches | None:
         records = dataset.splits[split]
         if not records or (not train and not distributed.is_main):
             return None  # in a distributed run rank 0 validates for every rank
-        images = ImageDataset([r.path for r in records], [class_index[r.label] for r in records], transform)
+        paths = [r.path for r in records]
+        # Items are tagged with their position, so that a failure names its file.
+        images = ImageDataset(paths, range(len(records)), transform)
         generator = torch.Generator().manual_seed(augment_seed)
         sampler: Sampler[int] | None = None
         count = len(records)
@@ -331,12 +351,14 @@ def _fine_tune_setup(
             weights = _balanced_weights(train_targets, len(class_index))
             sampler = WeightedRandomSampler(weights, num_samples=len(records), generator=generator)
         workers = config.data.num_workers
-        return DataLoader(
+        batches = DataLoader(
             images, batch_size=config.optim.batch_size, shuffle=train and sampler is None, sampler=sampler,
             drop_last=train and count > config.optim.batch_size,
             num_workers=workers, persistent_workers=workers > 0, pin_memory=plan.pin_memory,
-            collate_fn=collate_decoded, generator=generator,
+            collate_fn=collate_with_failures, generator=generator,
         )
+        targets = torch.tensor([class_index[r.label] for r in records], dtype=torch.long)
+        return DecodedBatches(batches, paths, targets, split, skipped)
 
     return TrainingSetup(
         loaded=loaded,

@@ -32,6 +32,7 @@ from engine.callbacks import (
 )
 from engine.checkpoint import Checkpoint, load_checkpoint, read_checkpoint_metadata
 from engine.config import RunConfig
+from engine.data import SkippedImages
 from engine.distributed import SINGLE_PROCESS, DistributedContext, distributed_session
 from engine.doctor import DoctorContext, create_doctor
 from engine.errors import ConfigError
@@ -201,8 +202,10 @@ def _train_in_folder(
     step = resumed.step if resumed else 0
     history = resumed.history if resumed else []
     metadata: dict[str, Any] = {}
+    skipped = SkippedImages(folder.write_event)  # one per run: a bad file is reported once, whatever the stage
     recorder = MetricsRecorder(list(dataset.classes), history,
-                               reduce=distributed.all_reduce_sum if distributed.enabled else None)
+                               reduce=distributed.all_reduce_sum if distributed.enabled else None,
+                               skipped_counts=skipped.counts)
     scale = batch_scale(config, distributed.world_size)
     saver: CheckpointSaver | None = None
     loaded: LoadedBackbone | None = None
@@ -214,7 +217,7 @@ def _train_in_folder(
         setup = build_training(
             config, dataset, mode=stage.mode, loaded=loaded,
             trainable_stages=trainable_stages_at(config, first_epoch_here, stage.first_epoch),
-            report=folder.write_event, check_stop=stop_watcher.check, distributed=distributed,
+            report=folder.write_event, check_stop=stop_watcher.check, distributed=distributed, skipped=skipped,
         )
         if loaded is None:
             metadata.update(_checkpoint_metadata(config, dataset, setup.loaded))

@@ -1,9 +1,14 @@
-"""Shared fixtures: offscreen Qt, no network, a private user cache for the whole session."""
+"""Shared fixtures: offscreen Qt, no network, a private user cache, and a repository no test may change.
+
+Every test works on temporary copies: a file added, changed or removed under the
+repository fails the test that did it, and the session (so ``make test`` fails too).
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +23,78 @@ os.environ["HF_HOME"] = os.path.join(_private_hub, "huggingface")
 os.environ["TORCH_HOME"] = os.path.join(_private_hub, "torch")
 os.environ.setdefault("TRANSFER_STUDIO_CACHE_DIR", tempfile.mkdtemp(prefix="transfer-studio-test-cache-"))
 
+from demo_photos import copy_whole_demo  # noqa: E402
+
 import engine  # noqa: E402,F401  (applies the torchvision fix before any test imports timm)
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+# Tools' own folders, and where a developer asked for screenshots (TRANSFER_STUDIO_SCREENSHOTS).
+_NOT_WATCHED = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".import_linter_cache"}
+
+
+def _repository_state() -> dict[str, tuple[int, int]]:
+    """``{relative path: (size, mtime)}`` of every file and folder of the working tree."""
+    from screenshots import SCREENSHOT_DIR
+
+    state: dict[str, tuple[int, int]] = {}
+    for folder, subfolders, files in os.walk(REPOSITORY):
+        subfolders[:] = [name for name in subfolders if name not in _NOT_WATCHED and not name.endswith(".egg-info")
+                         and Path(folder, name) != SCREENSHOT_DIR]
+        for name in subfolders:
+            state[os.path.relpath(os.path.join(folder, name), REPOSITORY) + os.sep] = (0, 0)
+        for name in files:
+            info = os.lstat(os.path.join(folder, name))
+            state[os.path.relpath(os.path.join(folder, name), REPOSITORY)] = (info.st_size, info.st_mtime_ns)
+    return state
+
+
+def _changes(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
+    added = [f"added {path}" for path in sorted(after.keys() - before.keys())]
+    removed = [f"removed {path}" for path in sorted(before.keys() - after.keys())]
+    changed = [f"changed {path}" for path in sorted(before.keys() & after.keys()) if before[path] != after[path]]
+    return added + removed + changed
+
+
+def _describe(changes: list[str]) -> str:
+    more = f" (and {len(changes) - 5} more)" if len(changes) > 5 else ""
+    return "; ".join(changes[:5]) + more
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_SESSION_STATE] = _repository_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_SESSION_STATE, None)
+    changes = _changes(before, _repository_state()) if before is not None else []
+    if changes:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"FAILED: the tests changed the repository: {_describe(changes)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_SESSION_STATE = pytest.StashKey[dict[str, tuple[int, int]]]()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _repository_unchanged() -> Iterator[None]:
+    """Fail the module whose tests wrote into the repository (session fixtures are caught at the session's end)."""
+    before = _repository_state()
+    yield
+    changes = _changes(before, _repository_state())
+    if changes:
+        pytest.fail(f"these tests changed the repository: {_describe(changes)}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished feature-extraction run on the bundled demo with default settings (real Lite0 weights)."""
+    """A finished feature-extraction run on a copy of the bundled demo with default settings (real Lite0 weights)."""
     from engine.config import RunConfig
     from engine.train import train
 
-    demo = Path(__file__).resolve().parents[1] / "resources" / "demo"
-    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    demo = copy_whole_demo(tmp_path_factory.mktemp("demo") / "photos")
+    run_dir = demo.parent / "run"
     config = RunConfig().with_changes(**{"data.path": str(demo), "data.num_workers": 0})
     train(config, run_dir)
     return run_dir

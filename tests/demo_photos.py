@@ -41,3 +41,9 @@ def copy_demo(
         for image in sorted((DEMO / name).glob("*.png"))[skip : skip + count]:
             shutil.copyfile(image, folder / image.name)
     return target
+
+
+def copy_whole_demo(target: Path) -> Path:
+    """Copy the bundled demo (every class and its licence notice, not its project folder); returns ``target``."""
+    shutil.copytree(DEMO, target, ignore=shutil.ignore_patterns(".*"))
+    return target

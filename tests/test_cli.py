@@ -7,10 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from demo_photos import copy_whole_demo
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "resources" / "demo"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the bundled demo: the commands write their scan and project files beside the photos."""
+    return copy_whole_demo(tmp_path_factory.mktemp("cli") / "demo")
 
 
 def run_cli(*arguments: str) -> subprocess.CompletedProcess:
@@ -18,22 +25,22 @@ def run_cli(*arguments: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def test_preview_writes_a_grid(tmp_path: Path) -> None:
+def test_preview_writes_a_grid(demo: Path, tmp_path: Path) -> None:
     out = tmp_path / "grid.png"
-    result = run_cli("preview", str(DEMO), "--out", str(out), "--samples", "8", "--set", "augment.preset=strong")
+    result = run_cli("preview", str(demo), "--out", str(out), "--samples", "8", "--set", "augment.preset=strong")
     assert result.returncode == 0, result.stderr
     with Image.open(out) as grid:
         assert grid.width > 400 and grid.height > 200
 
 
-def test_sanity_passes_on_the_demo_with_the_pretrained_backbone(tmp_path: Path) -> None:
-    result = run_cli("sanity", str(DEMO), "--images", "20", "--out", str(tmp_path / "sanity"))
+def test_sanity_passes_on_the_demo_with_the_pretrained_backbone(demo: Path, tmp_path: Path) -> None:
+    result = run_cli("sanity", str(demo), "--images", "20", "--out", str(tmp_path / "sanity"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("passed: memorised all 20 images")
 
 
-def test_lr_find_streams_events_and_ends_with_a_suggestion(tmp_path: Path) -> None:
-    result = run_cli("lr-find", str(DEMO), "--steps", "40", "--out", str(tmp_path / "sweep"), "--events-only")
+def test_lr_find_streams_events_and_ends_with_a_suggestion(demo: Path, tmp_path: Path) -> None:
+    result = run_cli("lr-find", str(demo), "--steps", "40", "--out", str(tmp_path / "sweep"), "--events-only")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     names = [event["event"] for event in events]

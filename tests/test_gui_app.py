@@ -10,6 +10,7 @@ import pytest
 from demo_photos import copy_demo
 from PySide6.QtCore import QSettings, QSize
 from PySide6.QtWidgets import QApplication, QMessageBox
+from screenshots import SCREENSHOT_DIR
 
 from engine.checkpoint import load_checkpoint
 from gui.main_window import MainWindow
@@ -17,7 +18,7 @@ from gui.style import apply_style
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "resources" / "demo"
-SCREENSHOTS = ROOT / "out" / "screenshots" / "pages"
+SCREENSHOTS = SCREENSHOT_DIR / "pages"
 RUN_TIMEOUT_MS = 240_000
 
 

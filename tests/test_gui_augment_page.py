@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import QApplication
+from screenshots import SCREENSHOT_DIR
 
 from augment import preview_dataset
 from engine.config import RunConfig
@@ -25,7 +26,7 @@ from gui.preview_view import NO_DATA_TITLE, PREVIEW_COPIES, UPDATING_TEXT, backb
 from gui.style import apply_style
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
-SCREENSHOT = Path(__file__).resolve().parents[1] / "out" / "screenshots" / "augment_page.png"
+SCREENSHOT = SCREENSHOT_DIR / "augment_page.png"
 PAGE_SIZE = QSize(950, 680)
 PREVIEW_TIMEOUT_MS = 30_000  # the first preview also builds the backbone once for its data settings
 

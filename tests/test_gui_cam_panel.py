@@ -6,11 +6,12 @@ from pathlib import Path
 
 from demo_photos import DEMO
 from pytestqt.qtbot import QtBot
+from screenshots import SCREENSHOT_DIR
 
 from engine.paths import project_dir_for
 from gui.cam_panel import EMPTY_TITLE, NO_MODEL_TITLE, CamPanel
 
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "out" / "screenshots"
+SCREENSHOTS = SCREENSHOT_DIR
 
 
 def photo(name: str, number: int = 0) -> Path:

@@ -16,6 +16,7 @@ from PIL import Image
 from PySide6.QtCore import QObject, QSize, Qt, QUrl, Slot
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QApplication, QTreeWidgetItem
+from screenshots import SCREENSHOT_DIR
 
 from engine.exclusions import EXCLUSIONS_NAME
 from engine.health import HealthReport, scan_dataset
@@ -32,7 +33,6 @@ from gui.thumbnails import FAILED, LOADED, REASON_ROLE, STATUS_ROLE, USER_EXCLUD
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 WAIT_MS = 20_000
 PAGE_SIZE = QSize(950, 680)
-SCREENSHOT_DIR = Path(__file__).resolve().parent.parent / "out" / "screenshots"
 
 
 def copy_demo(root: Path, classes: tuple[str, ...], per_class: int = 50, skip: int = 0) -> Path:

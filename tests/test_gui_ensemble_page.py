@@ -16,6 +16,7 @@ import pytest
 from demo_photos import copy_demo
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import QApplication
+from screenshots import SCREENSHOT_DIR
 
 from engine.config import RunConfig
 from engine.paths import project_dir_for
@@ -25,8 +26,6 @@ from gui.config_state import ConfigState
 from gui.ensemble_page import EnsemblePage
 from gui.style import apply_style
 
-ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOT_DIR = ROOT / "out" / "screenshots"
 PAGE_SIZE = QSize(950, 680)
 LIST_TIMEOUT_MS = 10_000
 COMMAND_TIMEOUT_MS = 180_000  # a child imports torch and timm: seconds alone, longer on a busy machine

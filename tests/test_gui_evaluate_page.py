@@ -13,6 +13,7 @@ import pytest
 from demo_photos import copy_demo
 from PySide6.QtCore import QPoint, Qt
 from pytestqt.qtbot import QtBot
+from screenshots import SCREENSHOT_DIR
 
 from engine.paths import project_dir_for
 from gui.config_state import ConfigState
@@ -22,7 +23,7 @@ from gui.style import apply_style
 
 EVALUATION_TIMEOUT_MS = 180_000
 LISTING_TIMEOUT_MS = 30_000  # pool jobs of a few milliseconds, but the machine may be busy
-SCREENSHOT = Path(__file__).resolve().parent.parent / "out" / "screenshots" / "evaluate.png"
+SCREENSHOT = SCREENSHOT_DIR / "evaluate.png"
 
 
 @pytest.fixture(scope="module")

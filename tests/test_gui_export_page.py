@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from PySide6.QtGui import QGuiApplication
 from pytestqt.qtbot import QtBot
+from screenshots import SCREENSHOT_DIR
 
 from engine.config import RunConfig
 from engine.export import PARITY_TOLERANCE
 from gui.config_state import ConfigState
 from gui.export_page import ExportPage
 
-SCREENSHOT = Path(__file__).resolve().parents[1] / "out" / "screenshots" / "export.png"
+SCREENSHOT = SCREENSHOT_DIR / "export.png"
 EXPORT_TIMEOUT_MS = 180_000
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QSettings, QSize, Qt, QThreadPool
 from PySide6.QtWidgets import QApplication
+from screenshots import SCREENSHOT_DIR
 
 from engine.config import RunConfig
 from engine.health import HealthReport
@@ -26,7 +27,6 @@ from gui.style import apply_style
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 PAGE_SIZE = QSize(950, 680)
-SCREENSHOT_DIR = Path(__file__).resolve().parents[1] / "out" / "screenshots"
 WORKER_TIMEOUT_MS = 30_000
 LR_FIND_TIMEOUT_MS = 180_000
 LR_FIND_STEPS = 40

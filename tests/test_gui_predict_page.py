@@ -12,6 +12,7 @@ from PySide6.QtCore import QMimeData, QPointF, QSize, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
+from screenshots import SCREENSHOT_DIR
 
 from engine.config import RunConfig
 from engine.ensemble import load_probability_model
@@ -22,8 +23,7 @@ from gui.prediction_runner import CHUNK_SIZE
 from gui.prediction_view import PREDICTED, PREDICTION_ROLE, SHOW_UNREADABLE, SORT_LEAST_CONFIDENT, WAITING
 from gui.style import apply_style
 
-ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOT = ROOT / "out" / "screenshots" / "predict.png"
+SCREENSHOT = SCREENSHOT_DIR / "predict.png"
 PAGE_SIZE = QSize(950, 680)
 PREDICT_TIMEOUT_MS = 60_000
 

@@ -9,13 +9,13 @@ import pytest
 from PySide6.QtCore import QMimeData, QPointF, QSettings, QSize, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QFileDialog
+from screenshots import SCREENSHOT_DIR
 
 from gui.project_page import DEMO_PROJECT, ProjectPage
 from gui.settings import KEY_RECENT_PROJECTS, MAX_RECENT_PROJECTS, read_recent_projects
 from gui.style import apply_style
 
 ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOT_DIR = ROOT / "out" / "screenshots"
 PAGE_SIZE = QSize(950, 680)
 
 

@@ -14,6 +14,7 @@ import pytest
 from PySide6.QtCore import QObject, QSize, Qt, QUrl, Slot
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QApplication
+from screenshots import SCREENSHOT_DIR
 
 from engine.config import RunConfig
 from engine.errors import BackboneUnavailable
@@ -31,7 +32,6 @@ from gui.style import apply_style
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "resources" / "demo"
-SCREENSHOT_DIR = ROOT / "out" / "screenshots"
 PAGE_SIZE = QSize(950, 680)
 LIST_TIMEOUT_MS = 10_000
 FINISHED_NAME = "20260301-101500-tf_efficientnet_lite0"

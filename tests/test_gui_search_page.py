@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from demo_photos import copy_demo
 from PySide6.QtCore import QSettings, Qt
+from screenshots import SCREENSHOT_DIR
 
 from engine.config import RunConfig, load_config
 from engine.search_space import default_space
@@ -23,7 +24,6 @@ from gui.search_space_editor import COLUMN_HIGH, COLUMN_LOW, COLUMN_PATH, COLUMN
 from gui.style import apply_style
 
 SEARCH_TIMEOUT_MS = 180_000
-SCREENSHOT_DIR = Path(__file__).resolve().parent.parent / "out" / "screenshots"
 TINY_SEARCH = {"data.num_workers": 0, "data.input_size": 64, "search.coarse_trials": 3, "search.coarse_epochs": 1,
                "search.fine_trials": 1, "search.fine_epochs": 1}
 

@@ -15,6 +15,7 @@ import pytest
 from demo_photos import copy_demo
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QGuiApplication
+from screenshots import SCREENSHOT_DIR
 
 from engine.checkpoint import load_checkpoint
 from engine.config import RunConfig, load_config
@@ -29,7 +30,6 @@ from gui.train_page import TrainPage
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 RUN_TIMEOUT_MS = 240_000
-SCREENSHOT_DIR = Path(__file__).resolve().parent.parent / "out" / "screenshots"
 FINE_TUNE = {"model.mode": "fine_tune", "data.input_size": 64, "optim.batch_size": 4, "optim.epochs": 50}
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, QSettings, QSize, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QTreeWidgetItem
+from screenshots import SCREENSHOT_DIR
 
 from engine.health import HealthReport
 from gui.app import run_app
@@ -26,7 +27,6 @@ from gui.style import apply_style, create_palette, is_dark
 
 SCAN_TIMEOUT_MS = 30_000
 SCREENSHOT_SIZE = QSize(1100, 700)
-SCREENSHOT_DIR = Path(__file__).resolve().parent.parent / "out" / "screenshots"
 CLASS_SIZES = {"ankle_boot": 4, "shirt": 5, "sneaker": 3}
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from imagefactory import make_class_folders, truncate
 from PIL import Image
+from screenshots import SCREENSHOT_DIR
 
 from augment import preview, preview_dataset
 from augment.preview import CAPTION_LINES, COPIES_PER_ROW, FONT_SIZE, GAP, MARGIN
@@ -18,7 +19,7 @@ from engine.errors import DatasetError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "resources" / "demo"
-SCREENSHOTS = ROOT / "out" / "screenshots"
+SCREENSHOTS = SCREENSHOT_DIR
 TILE = 64
 # crop_pct 1: the unaugmented tile of a 64-pixel image is the image itself.
 SETTINGS = DataSettings(input_size=(3, TILE, TILE), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
