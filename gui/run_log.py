@@ -36,6 +36,10 @@ def describe_event(event: dict[str, Any]) -> tuple[str, str] | None:
     if kind == "features_extracted":
         return (f"Features of the {event.get('split')} images: {event.get('computed', 0)} computed, "
                 f"{event.get('reused', 0)} reused from the cache ({_number(event.get('seconds'))} s)"), "info"
+    if kind == "image_skipped":
+        path = str(event.get("path"))
+        reason = str(event.get("reason")).removeprefix(f"{path}: ")
+        return f"Left out of the run ({event.get('split')} image, reported once): {path}: {reason}", "warning"
     if kind in ("run_started", "stage_started"):
         what = "Run started" if kind == "run_started" else f"Stage {event.get('stage')} started"
         resumed = f", resumed from {event['resumed_from']}" if event.get("resumed_from") else ""
@@ -197,6 +201,10 @@ def _epoch_text(metrics: dict[str, Any], epoch: Any) -> str:
         value = metrics.get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
             parts.append(f"{label} {value:.1%}," if key.endswith("top1") else f"{label} {value:.4g},")
+    skipped = sum(value for key in ("train_skipped", "val_skipped")
+                  if isinstance(value := metrics.get(key), int))
+    if skipped:
+        parts.append(f"{skipped} unreadable image{'s' if skipped != 1 else ''} left out,")
     seconds = metrics.get("seconds")
     if isinstance(seconds, (int, float)):
         parts.append(f"{seconds:.1f} s" if seconds >= 0.1 else "under 0.1 s")

@@ -41,7 +41,8 @@ def _repository_state() -> dict[str, tuple[int, int]]:
         subfolders[:] = [name for name in subfolders if name not in _NOT_WATCHED and not name.endswith(".egg-info")
                          and Path(folder, name) != SCREENSHOT_DIR]
         for name in subfolders:
-            state[os.path.relpath(os.path.join(folder, name), REPOSITORY) + os.sep] = (0, 0)
+            if Path(folder, name) not in SCREENSHOT_DIR.parents:  # made to hold the screenshots
+                state[os.path.relpath(os.path.join(folder, name), REPOSITORY) + os.sep] = (0, 0)
         for name in files:
             info = os.lstat(os.path.join(folder, name))
             state[os.path.relpath(os.path.join(folder, name), REPOSITORY)] = (info.st_size, info.st_mtime_ns)

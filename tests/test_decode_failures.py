@@ -92,23 +92,28 @@ def test_fine_tuning_skips_batches_whose_images_all_fail(photos: Path, tmp_path:
     assert [row["val_skipped"] for row in metrics] == [1.0, 1.0]
 
 
-def test_feature_extraction_leaves_out_images_damaged_after_the_scan(photos: Path) -> None:
-    config = RunConfig().with_changes(**{"data.path": str(photos), "data.num_workers": 0})
+def test_feature_extraction_leaves_out_images_damaged_after_the_scan(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last training batch of 32 fails whole; cached features of the same photos must not hide it."""
+    monkeypatch.setenv("TRANSFER_STUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    config = RunConfig().with_changes(**{"data.path": str(photos), "data.num_workers": 0, "optim.batch_size": 32})
     dataset = prepare_run_data(config)
-    train_damaged = [record.path for record in dataset.splits["train"][:3]]
-    val_damaged = [record.path for record in dataset.splits["val"]][-1:]
-    for path in [*train_damaged, *val_damaged]:
+    train_records, val_records = dataset.splits["train"], dataset.splits["val"]
+    assert len(train_records) == 36
+    damaged = [record.path for record in [*train_records[32:], val_records[-1]]]
+    for path in damaged:
         truncate(path, keep=0.4)
     events: list[tuple[str, dict]] = []
 
     setup = build_training(config, dataset, report=lambda name, **payload: events.append((name, payload)))
 
+    assert len(setup.train_targets) == 32
+    assert sum(len(targets) for _, targets in setup.val_batches) == len(val_records) - 1
     train_features, _ = next(iter(setup.train_batches))
-    assert len(setup.train_targets) == len(dataset.splits["train"]) - 3
-    assert sum(len(targets) for _, targets in setup.val_batches) == len(dataset.splits["val"]) - 1
     assert train_features.shape[1] == setup.loaded.num_features
     reported = sorted(payload["path"] for name, payload in events if name == "image_skipped")
-    assert reported == sorted(str(path) for path in [*train_damaged, *val_damaged])
+    assert reported == sorted(str(path) for path in damaged)
 
 
 @pytest.fixture
@@ -143,3 +148,16 @@ def test_evaluation_scores_only_the_images_that_decode(demo_run: Path,
     evaluation = evaluate(TestTimeAugmentation(predictor, "flip"), paths, labels)  # batches of 32: the last fails
     assert evaluation.count == 30
     assert sorted(str(item.path) for item in evaluation.unreadable) == sorted(str(path) for path in paths[-3:])
+
+
+def test_the_run_log_names_a_skipped_file_once_and_counts_them_per_epoch() -> None:
+    from gui.run_log import describe_event
+
+    text, tone = describe_event({"event": "image_skipped", "split": "val", "path": "/photos/bag/b1.png",
+                                 "reason": "/photos/bag/b1.png: cannot decode the image: image file is truncated"})
+    assert tone == "warning"
+    assert text == ("Left out of the run (val image, reported once): /photos/bag/b1.png: cannot decode the image: "
+                    "image file is truncated")
+    epoch, _ = describe_event({"event": "epoch_finished", "metrics": {
+        "epoch": 2, "train_loss": 0.5, "val_top1": 0.75, "train_skipped": 2, "val_skipped": 1, "seconds": 3.0}})
+    assert epoch == "Epoch 2: train loss 0.5, val accuracy 75.0%, 3 unreadable images left out, 3.0 s"
