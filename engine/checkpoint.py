@@ -65,6 +65,11 @@ def save_checkpoint(
 
     Returns:
         The path of the written ``.safetensors`` file.
+
+    Raises:
+        CheckpointError: the weights could not be written (e.g. the disk is full); an older
+            checkpoint at ``path`` is left as it was.
+        OSError: the same for the ``.json`` copy.
     """
     target = Path(path)
     tensors = {MODEL_PREFIX + key: _own(value) for key, value in model_state.items()}
@@ -75,7 +80,12 @@ def save_checkpoint(
         full_metadata["optimizer"] = optimizer_scalars
         tensors[RNG_PREFIX + "torch"] = torch.get_rng_state()
     header = {METADATA_KEY: json.dumps(full_metadata, default=str)}
-    atomic_write(target, lambda temp: save_file(tensors, str(temp), metadata=header))
+    try:
+        atomic_write(target, lambda temp: save_file(tensors, str(temp), metadata=header))
+    except SafetensorError as error:
+        # safetensors reports a full disk or a failed write as its own error, without the file.
+        raise CheckpointError(f"{target}: cannot write the checkpoint ({error}); "
+                              "a previous checkpoint there is unchanged") from error
     atomic_write_json(target.with_suffix(".json"), full_metadata)
     return target
 

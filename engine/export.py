@@ -194,6 +194,7 @@ def export_model(
     *,
     opset: int = MIN_OPSET,
     check_images: Sequence[Path] | None = None,
+    tolerance: float = PARITY_TOLERANCE,
     log: Log | None = None,
 ) -> ExportResult:
     """Export a checkpoint (or run folder, or ensemble manifest) and check every export against PyTorch.
@@ -214,20 +215,24 @@ def export_model(
         check_images: real images for the parity check; None takes a few from the data
             folder the model was trained on (random inputs if that folder is gone); an empty
             list asks for random inputs only.
+        tolerance: the largest absolute probability difference to PyTorch an export may show
+            and still be published (default ``PARITY_TOLERANCE``).
         log: called with one line per finished export (e.g. ``print``).
 
     Returns:
         The published exports, their parity and timings.
 
     Raises:
-        ConfigError: unknown or no formats, or an opset below 18.
+        ConfigError: unknown or no formats, an opset below 18, or a negative tolerance.
         CheckpointError: the source cannot be loaded, cannot be exported in a format asked
-            for, or an export differs from PyTorch by more than 1e-4.
+            for, or an export differs from PyTorch by more than ``tolerance``; that export is
+            not published (an older export of its format stays as it was).
         DatasetError: none of the given check images can be read.
     """
-    chosen = _check_formats(formats, opset)
+    chosen = _check_formats(formats, opset, tolerance)
     exported = _load_source(Path(source))
-    return _export(exported, Path(out_dir), chosen, opset=opset, check_images=check_images, log=log)
+    return _export(exported, Path(out_dir), chosen, opset=opset, check_images=check_images, tolerance=tolerance,
+                   log=log)
 
 
 def export_ensemble(
@@ -239,6 +244,7 @@ def export_ensemble(
     opset: int = MIN_OPSET,
     check_images: Sequence[Path] | None = None,
     description: Mapping[str, Any] | None = None,
+    tolerance: float = PARITY_TOLERANCE,
     log: Log | None = None,
 ) -> ExportResult:
     """Export loaded ensemble members as one graph averaging their softmax outputs.
@@ -252,18 +258,23 @@ def export_ensemble(
         opset: ONNX opset, at least 18.
         check_images: real images for the parity check (None: from the first member's data).
         description: facts about the ensemble for the metadata (e.g. where its members came from).
+        tolerance: the largest absolute probability difference to PyTorch that still publishes.
         log: called with one line per finished export.
 
     Raises:
-        ConfigError: bad formats, opset or weights.
+        ConfigError: bad formats, opset, weights or tolerance.
         CheckpointError: members that disagree on classes or preprocessing, or a failed parity check.
     """
-    chosen = _check_formats(formats, opset)
+    chosen = _check_formats(formats, opset, tolerance)
     exported = _predictors_source(list(predictors), weights, {"kind": "ensemble", **(description or {})})
-    return _export(exported, Path(out_dir), chosen, opset=opset, check_images=check_images, log=log)
+    return _export(exported, Path(out_dir), chosen, opset=opset, check_images=check_images, tolerance=tolerance,
+                   log=log)
 
 
-def _check_formats(formats: Sequence[str] | None, opset: int) -> list[str] | None:
+def _check_formats(formats: Sequence[str] | None, opset: int, tolerance: float) -> list[str] | None:
+    if not tolerance >= 0:
+        raise ConfigError(f"export tolerance: must be a number >= 0 (largest probability difference), "
+                          f"got {tolerance!r}")
     if opset < MIN_OPSET:
         raise ConfigError(f"export opset: must be >= {MIN_OPSET} (the oldest torch's ONNX exporter writes), "
                           f"got {opset}")
@@ -358,7 +369,7 @@ def _normalise_weights(weights: Sequence[float] | None, count: int) -> list[floa
 
 
 def _export(source: _Source, out_dir: Path, formats: list[str] | None, *, opset: int,
-            check_images: Sequence[Path] | None, log: Log | None) -> ExportResult:
+            check_images: Sequence[Path] | None, tolerance: float, log: Log | None) -> ExportResult:
     refusals = _refusals(source)
     skipped: dict[str, str] = {}
     if formats is None:
@@ -375,7 +386,7 @@ def _export(source: _Source, out_dir: Path, formats: list[str] | None, *, opset:
     out_dir.mkdir(parents=True, exist_ok=True)
     exports: dict[str, FormatExport] = {}
     for name in formats:
-        exports[name] = _export_format(name, source, graph, check, shared, out_dir, opset)
+        exports[name] = _export_format(name, source, graph, check, shared, out_dir, opset, tolerance)
         if log is not None:
             log(ExportResult(out_dir, {name: exports[name]}, check.paths).summary()[0])
     return ExportResult(out_dir, exports, check.paths, shared, skipped)
@@ -500,7 +511,7 @@ def _describe_steps(settings: DataSettings) -> str:
 
 
 def _export_format(name: str, source: _Source, graph: ProbabilityGraph, check: _CheckInputs,
-                   shared: dict[str, Any], out_dir: Path, opset: int) -> FormatExport:
+                   shared: dict[str, Any], out_dir: Path, opset: int, tolerance: float) -> FormatExport:
     """Write one format into a staging folder, check it, then publish it as ``OUT/<name>``."""
     # Process and thread in the name: two exports into one folder never share a staging folder.
     staging = out_dir / f".{name}.staging-{os.getpid()}-{threading.get_ident()}"
@@ -514,14 +525,14 @@ def _export_format(name: str, source: _Source, graph: ProbabilityGraph, check: _
         started = time.perf_counter()
         difference = _parity(load(path), check)
         check_seconds = time.perf_counter() - started
-        if not difference <= PARITY_TOLERANCE:
+        if not difference <= tolerance:
             raise CheckpointError(
                 f"{source.label}: the {name} export differs from PyTorch by {difference:.2e} (more than "
-                f"{PARITY_TOLERANCE:.0e}) on {len(check.images)} inputs; it was not published"
+                f"{tolerance:.1e}) on {len(check.images)} inputs; it was not published"
             )
         metadata["parity"] = {
             "max_difference": difference,
-            "tolerance": PARITY_TOLERANCE,
+            "tolerance": tolerance,
             "images": [image.name for image in check.paths],
             "random_inputs": not check.paths,
         }

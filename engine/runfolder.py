@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -113,9 +114,7 @@ class RunFolder:
         if not self.writes:
             return record
         line = json.dumps(record, allow_nan=False, default=_json_default) + "\n"
-        with open(self.events_path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()  # a killed process loses no flushed line; fsync per line would slow training
+        _append_whole_line(self.events_path, line.encode("utf-8"))
         if self.echo is not None:
             self.echo.write(line)
             self.echo.flush()
@@ -222,6 +221,25 @@ def new_run_dir(project_dir: Path, backbone: str, *, kind: str = "runs") -> Path
         counter += 1
         candidate = base.with_name(f"{base.name}-{counter}")
     return candidate
+
+
+def _append_whole_line(path: Path, data: bytes) -> None:
+    """Append ``data`` (one line) unbuffered, so a killed process loses no line it returned from.
+
+    A write that fails part-way (a full disk) is cut back to where it began: a fragment left
+    behind would glue onto the next line and hide that event too. One process writes a run
+    folder's events, so nobody else's line can follow the fragment. No fsync per line: it
+    would slow training, and the page cache survives a killed process.
+    """
+    with open(path, "ab", buffering=0) as handle:
+        start = handle.seek(0, os.SEEK_END)
+        try:
+            done = 0
+            while done < len(data):
+                done += handle.write(data[done:])  # a short write returns less; the next one raises
+        except OSError:
+            handle.truncate(start)
+            raise
 
 
 def _format_metric(value: Any) -> str:

@@ -9,6 +9,7 @@ the median pruner may end it; the doctor's divergence check ends it at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -115,7 +116,8 @@ class SearchEvents:
     """Appends the search's events to its ``events.jsonl``; safe with several writing processes.
 
     Each event is one ``os.write`` of one line to a file opened with ``O_APPEND``, so lines
-    of concurrent workers never interleave. The record has the fields of run-folder events
+    of concurrent workers never interleave; a line a full disk cut short is ended by the next
+    write, so it never swallows an event. The record has the fields of run-folder events
     (``schema``, ``event``, ``time``, ``epoch``, ``step``) so one reader follows both.
     """
 
@@ -129,9 +131,18 @@ class SearchEvents:
         record = {"schema": EVENT_SCHEMA, "event": event, "time": time.time(), "epoch": None, "step": None,
                   **payload}
         line = json.dumps(record, allow_nan=False, default=_json_default) + "\n"
-        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        data = line.encode("utf-8")
+        descriptor = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(descriptor, line.encode("utf-8"))
+            size = os.fstat(descriptor).st_size
+            if size:
+                os.lseek(descriptor, size - 1, os.SEEK_SET)  # writes still go to the end (O_APPEND)
+                if os.read(descriptor, 1) != b"\n":
+                    # A full disk cut an earlier line short (here or in another worker), and with several
+                    # writers it cannot be cut back: start on a line of its own (readers skip the fragment).
+                    data = b"\n" + data
+            if os.write(descriptor, data) < len(data):
+                raise OSError(errno.ENOSPC, f"{self.path}: event {event!r} was cut short (is the disk full?)")
         finally:
             os.close(descriptor)
         self.relay(json.loads(line))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, QTimer, Signal
+from PySide6.QtCore import QObject, QProcess, Qt, QTimer, Signal
 
 from engine.runfolder import EventTail, RunFolder
 
@@ -36,6 +36,9 @@ class RunController(QObject):
     Args:
         poll_interval_ms: how often the events file is read (and so the redraw rate).
         stop_grace_ms: how long a stop may take before the child is killed.
+        executable: the Python that runs the child (default: this one).
+        script: the script the child runs (default: ``main.py``); it gets ``COMMAND ARGUMENTS...
+            --events-only`` and must write ``events.jsonl`` into the run folder as ``main.py`` does.
     """
 
     run_started = Signal(object)
@@ -44,19 +47,23 @@ class RunController(QObject):
     run_ended = Signal(str, str)
 
     def __init__(self, parent: QObject | None = None, *, poll_interval_ms: int = 200,
-                 stop_grace_ms: int = 30_000) -> None:
+                 stop_grace_ms: int = 30_000, executable: str | None = None, script: Path | None = None) -> None:
         super().__init__(parent)
         self._process: QProcess | None = None
         self._tail: EventTail | None = None
         self._run_dir: Path | None = None
         self._last_event: dict | None = None
+        self._killed_because: str | None = None  # why this controller killed the child, if it did
         self._stop_grace_ms = stop_grace_ms
+        self._executable = executable or sys.executable
+        self._script = Path(script) if script is not None else MAIN_SCRIPT
         self._poll = QTimer(self)
         self._poll.setInterval(poll_interval_ms)
         self._poll.timeout.connect(self._read_events)
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
-        self._kill_timer.timeout.connect(self.kill)
+        self._kill_timer.setTimerType(Qt.TimerType.PreciseTimer)  # a coarse timer may fire 5% early
+        self._kill_timer.timeout.connect(self._kill_after_grace)
 
     @property
     def is_running(self) -> bool:
@@ -84,10 +91,11 @@ class RunController(QObject):
         self._run_dir = Path(run_dir)
         self._tail = EventTail(self._run_dir / "events.jsonl")
         self._last_event = None
+        self._killed_because = None
         process = QProcess(self)
-        process.setProgram(sys.executable)
-        process.setArguments([str(MAIN_SCRIPT), command, *arguments, "--events-only"])
-        process.setWorkingDirectory(str(MAIN_SCRIPT.parent))
+        process.setProgram(self._executable)
+        process.setArguments([str(self._script), command, *arguments, "--events-only"])
+        process.setWorkingDirectory(str(self._script.parent))
         # stdout repeats the events we read from the file; only stderr is worth showing.
         process.setStandardOutputFile(QProcess.nullDevice())
         process.readyReadStandardError.connect(self._on_process_stderr)
@@ -107,7 +115,15 @@ class RunController(QObject):
 
     def kill(self) -> None:
         """End the child at once (SIGKILL); its run is reported as failed."""
+        self._kill("the run was killed on request (no final event); last checkpoint kept")
+
+    def _kill_after_grace(self) -> None:
+        self._kill(f"the run did not stop within {self._stop_grace_ms / 1000:g} s of the stop request and was "
+                   "killed (no final event); last checkpoint kept")
+
+    def _kill(self, because: str) -> None:
         if self.is_running:
+            self._killed_because = because
             self._process.kill()
 
     def _read_events(self) -> None:
@@ -133,7 +149,7 @@ class RunController(QObject):
     def _on_process_error(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.ProcessError.FailedToStart:
             self._poll.stop()
-            self.run_ended.emit("failed", f"could not start {sys.executable}: {self._process.errorString()}")
+            self.run_ended.emit("failed", f"could not start {self._executable}: {self._process.errorString()}")
 
     def _outcome(self, exit_code: int, exit_status: QProcess.ExitStatus) -> tuple[str, str]:
         last = self._last_event or {}
@@ -143,5 +159,7 @@ class RunController(QObject):
         if state is not None and exit_status == QProcess.ExitStatus.NormalExit:
             return state, last.get("message") or last.get("reason") or ""
         if exit_status == QProcess.ExitStatus.CrashExit:
+            if self._killed_because is not None:
+                return "failed", self._killed_because
             return "failed", "the training process was killed or crashed (no final event); last checkpoint kept"
         return "failed", f"the training process exited with code {exit_code} before it finished"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -280,6 +281,9 @@ def test_formats_without_a_form_for_the_source_are_refused_before_any_work(runs:
         export_model(runs["lite0"], out, ["pickle"])
     with pytest.raises(ConfigError, match="export opset: must be >= 18"):
         export_model(runs["lite0"], out, ["onnx"], opset=17)
+    for tolerance in (-1e-4, float("nan")):
+        with pytest.raises(ConfigError, match=r"export tolerance: must be a number >= 0 .*, got (-0.0001|nan)"):
+            export_model(runs["lite0"], out, ["timm"], tolerance=tolerance)
     assert not out.exists()
 
 
@@ -320,3 +324,30 @@ def test_a_calibrated_checkpoint_exports_its_temperature_in_every_format(runs: d
     assert float(np.abs(logits.softmax(dim=1).numpy() - expected).max()) <= PARITY_TOLERANCE
     session = onnxruntime.InferenceSession(str(result.exports["onnx"].path), providers=["CPUExecutionProvider"])
     assert float(np.abs(session.run(None, {"images": images})[0] - expected).max()) <= PARITY_TOLERANCE
+
+
+@pytest.mark.slow
+def test_an_export_that_fails_its_parity_check_publishes_nothing_and_says_why(runs: dict) -> None:
+    out, check = runs["root"] / "parity_export", runs["unseen"][:4]
+    export_model(runs["lite0"], out, ["timm"], check_images=check)  # an older export, to be kept
+
+    def published() -> dict[str, bytes | None]:
+        return {path.relative_to(out).as_posix(): path.read_bytes() if path.is_file() else None
+                for path in out.rglob("*")}
+
+    before = published()
+    # Calibrated with T = 0.3, the timm folder folds 1/T into the classifier's weights while
+    # PyTorch divides the logits: a real round-off difference, which a zero tolerance refuses.
+    calibrated = runs["root"] / "parity" / "best.safetensors"
+    calibrated.parent.mkdir()
+    shutil.copyfile(runs["lite0"], calibrated)
+    save_temperature(calibrated, 0.3)
+    with pytest.raises(CheckpointError) as refused:
+        export_model(calibrated, out, ["timm"], check_images=check, tolerance=0.0)
+    message = str(refused.value)
+    found = re.search(r"the timm export differs from PyTorch by (\S+) \(more than 0\.0e\+00\) on 4 inputs; "
+                      r"it was not published", message)
+    assert found, message
+    assert 0 < float(found[1]) <= PARITY_TOLERANCE  # measured, and small: only the tolerance refused it
+    # The older export is untouched, and nothing of the refused one is left: no file, no staging folder.
+    assert published() == before

@@ -179,8 +179,8 @@ def test_a_killed_run_shows_its_failure_and_the_next_run_stops_cleanly(
     controller.event_received.disconnect(kill_at_first_batch)
     assert finished.args == [killed]
     assert page.outcome_label.isVisible()
-    assert page.outcome_label.text().startswith("The run failed: the training process was killed")
-    assert "The run failed: the training process was killed" in page.log_view.text()
+    assert page.outcome_label.text().startswith("The run failed: the run was killed on request")
+    assert "The run failed: the run was killed on request" in page.log_view.text()
     assert page.status_label.text().startswith("Ready to train tf_efficientnet_lite0 (fine tune)")
     assert page.start_button.isEnabled() and not page.stop_button.isEnabled()
 
