@@ -175,8 +175,9 @@ class DoctorConfig:
 
     enabled: bool = field(default=True, metadata=_help("run the checks below during training"))
     checks: tuple[str, ...] = field(default=(
-        "initial_loss", "divergence", "learning_rate_too_low", "update_ratio", "overfitting", "bad_start",
-        "class_imbalance"), metadata=_help("checks to run, by name; `python main.py doctor --list` explains each"))
+        "initial_loss", "divergence", "learning_rate_too_low", "learning_rate_collapsed", "update_ratio",
+        "overfitting", "bad_start", "class_imbalance"),
+        metadata=_help("checks to run, by name; `python main.py doctor --list` explains each"))
     divergence_factor: float = field(default=3.0, metadata=_help(
         "stop the run when the loss exceeds this many times its initial value (the larger of the first loss"
         " and ln C)"))

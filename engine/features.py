@@ -141,6 +141,9 @@ def extract_features(
         loader = DataLoader(
             dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_with_failures,
             pin_memory=plan.pin_memory,
+            # Its own generator: drawing its seed from torch's would make the run that fills the cache
+            # train (dropout, mixup) on other random numbers than the runs that find it full.
+            generator=torch.Generator(),
         )
         for images, batch_indices, failures in loader:
             for image_index, reason in failures:

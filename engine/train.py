@@ -32,7 +32,7 @@ from engine.callbacks import (
 )
 from engine.checkpoint import Checkpoint, load_checkpoint, read_checkpoint_metadata
 from engine.config import RunConfig
-from engine.data import SkippedImages
+from engine.data import FeatureBatches, SkippedImages
 from engine.distributed import SINGLE_PROCESS, DistributedContext, distributed_session
 from engine.doctor import DoctorContext, create_doctor
 from engine.errors import ConfigError
@@ -201,6 +201,7 @@ def _train_in_folder(
     start_epoch = resumed.completed_epoch + 1 if resumed else 1
     step = resumed.step if resumed else 0
     history = resumed.history if resumed else []
+    rng_state = resumed.checkpoint.rng_state if resumed else None
     metadata: dict[str, Any] = {}
     skipped = SkippedImages(folder.write_event)  # one per run: a bad file is reported once, whatever the stage
     recorder = MetricsRecorder(list(dataset.classes), history,
@@ -219,6 +220,11 @@ def _train_in_folder(
             trainable_stages=trainable_stages_at(config, first_epoch_here, stage.first_epoch),
             report=folder.write_event, check_stop=stop_watcher.check, distributed=distributed, skipped=skipped,
         )
+        if isinstance(setup.train_batches, FeatureBatches):
+            # Draw the shuffles of the epochs done before a resume, so that the next epoch sees the order
+            # it would have seen without the stop (drawing one batch draws a whole epoch's order).
+            for _ in range(first_epoch_here - stage.first_epoch):
+                next(iter(setup.train_batches), None)
         if loaded is None:
             metadata.update(_checkpoint_metadata(config, dataset, setup.loaded))
             if distributed.enabled:
@@ -269,6 +275,9 @@ def _train_in_folder(
             train_batches=setup.train_batches, val_batches=setup.val_batches,
             device_plan=setup.plan, callbacks=callbacks,
         )
+        if rng_state is not None:  # restored only now: building the model drew its initial weights
+            torch.set_rng_state(rng_state)
+            rng_state = None
         state = loop.fit(stage.last_epoch, start_epoch=first_epoch_here, start_step=step)
         step = state.step
         if state.cancel_reason is not None:
@@ -361,10 +370,11 @@ class _ResumePoint:
 
 def _read_resume_point(folder: RunFolder, checkpoint_path: Path) -> _ResumePoint:
     checkpoint = load_checkpoint(checkpoint_path, with_training_state=True)
-    if checkpoint.rng_state is not None:
-        torch.set_rng_state(checkpoint.rng_state)
     completed = int(checkpoint.metadata["epoch"])
     history = [row for row in folder.read_metrics() if row.get("epoch") and row["epoch"] <= completed]
+    if checkpoint.metadata.get("metrics") and all(row["epoch"] != completed for row in history):
+        # Killed after saving the checkpoint but before metrics.csv took the epoch's row: the checkpoint has it.
+        history.append(dict(checkpoint.metadata["metrics"]))
     best_path = folder.checkpoint_path("best")
     best = read_checkpoint_metadata(best_path) if best_path.is_file() else {}
     return _ResumePoint(checkpoint, completed, int(checkpoint.metadata["step"]), history, best.get("score"),

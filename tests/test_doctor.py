@@ -508,3 +508,53 @@ def test_class_imbalance_from_the_health_report(tmp_path: Path) -> None:
 def test_suggested_rates_are_round_numbers(value: float, nice: float) -> None:
     assert nice_rate(value) == nice
 
+
+
+# ---- learning_rate_collapsed -------------------------------------------------------------------------
+
+
+class Rates(Callback):
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def before_step(self, state: LoopState) -> None:
+        self.values.append(state.optimizer.param_groups[0]["lr"])
+
+
+def test_learning_rate_collapsed_when_a_step_schedule_steps_every_epoch() -> None:
+    features, targets = pooled_features()
+    # x0.1 every epoch after warmup: under 0.5 % of the peak from epoch 5 of 12 (10 steps an epoch).
+    config = doctor_config(**{"optim.epochs": 12, "optim.schedule": "step", "optim.step_epochs": 1.0})
+    rates = Rates()
+    state, events, _ = fit_head(config, features, targets, checks=["learning_rate_collapsed"], extra=[rates])
+    (diagnosis,) = events.diagnoses()
+    assert diagnosis.severity == "warning" and diagnosis.fix == {"optim.schedule": "cosine"}
+    collapsed = next(step for step, rate in enumerate(rates.values, 1) if rate < 0.005 * 3e-3)
+    assert collapsed == 41 and diagnosis.evidence["collapsed_at_step"] == collapsed
+    (raised,) = [event for event in events.events if event["event"] == DIAGNOSIS_EVENT]
+    assert raised["step"] == collapsed + 9  # a window of 10 steps (one epoch) below the line
+    assert diagnosis.evidence["steps_remaining"] == 120 - raised["step"]
+    assert diagnosis.evidence["share_of_peak"] == pytest.approx(1e-3)
+    assert "step schedule multiplies the rate by 0.1 every 1 epoch," in diagnosis.message
+    assert "stalled" in diagnosis.message
+
+    fixed = diagnosis.apply(config)
+    _, events, _ = fit_head(fixed, features, targets, checks=["learning_rate_collapsed"])
+    assert events.diagnoses() == []
+
+
+@pytest.mark.parametrize("changes", [
+    {"optim.schedule": "cosine"},
+    {"optim.schedule": "cosine", "optim.min_learning_rate": 0.0},
+    {"optim.schedule": "cosine", "optim.learning_rate": 3e-4},  # its floor of 1e-6 is 0.3 % of the peak
+    {"optim.schedule": "step"},  # x0.1 every 3 epochs: 0.1 % in the last epoch only
+    {"optim.schedule": "linear"},
+    {"optim.schedule": "inverse_sqrt"},
+    {"optim.schedule": "constant", "optim.warmup_epochs": 0.0},
+    {"optim.schedule": "cosine_restarts", "optim.restart_epochs": 2.0, "optim.min_learning_rate": 0.0},  # 5 dips
+])
+def test_learning_rate_collapsed_is_silent_on_healthy_schedules(changes: dict[str, Any]) -> None:
+    features, targets = pooled_features()
+    config = doctor_config(**{"optim.epochs": 12, **changes})
+    _, events, _ = fit_head(config, features, targets, checks=["learning_rate_collapsed"])
+    assert events.diagnoses() == []

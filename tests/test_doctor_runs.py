@@ -90,3 +90,20 @@ def test_a_small_fine_tune_raises_no_alarm(tmp_path: Path) -> None:
     assert diagnoses == [], alarms(diagnoses)
     (initial,) = [event for event in events if event["event"] == "initial_loss_measured"]
     assert initial["loss"] == pytest.approx(math.log(3), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_a_rate_that_collapses_early_is_diagnosed_and_its_fix_trains_on(demo_copy: Path, tmp_path: Path) -> None:
+    # A step schedule that steps every epoch instead of every few: below 0.5 % of the peak from epoch 5 of 10.
+    config = run_config(demo_copy, **{"optim.schedule": "step", "optim.step_epochs": 1.0})
+    result, diagnoses, _ = train_with_doctor(config, tmp_path / "stalled")
+    assert result.state == "finished"
+    (collapsed,) = [d for d in diagnoses if d.check == "learning_rate_collapsed"]
+    assert collapsed.severity == "warning" and collapsed.fix == {"optim.schedule": "cosine"}
+    assert collapsed.evidence["share_of_peak"] < 0.005 and collapsed.evidence["steps_remaining"] >= 130 / 4
+    assert alarms(diagnoses) == alarms([collapsed])  # the only alarm
+
+    fixed, diagnoses, _ = train_with_doctor(collapsed.apply(config), tmp_path / "fixed")
+    assert diagnoses == [], alarms(diagnoses)
+    stalled_loss, fixed_loss = result.history[-1]["train_loss"], fixed.history[-1]["train_loss"]
+    assert fixed_loss < 0.7 * stalled_loss, (stalled_loss, fixed_loss)

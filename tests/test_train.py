@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from demo_photos import DEMO, copy_demo, demo_classes
+from demo_photos import DEMO, copy_demo, copy_whole_demo, demo_classes
 from torch import nn
 
 from engine.checkpoint import load_checkpoint
@@ -42,7 +41,15 @@ def test_feature_extraction_on_the_demo_beats_chance_by_far(demo_run: Path) -> N
     folder = RunFolder.open(demo_run)
     rows = folder.read_metrics()
     assert len(rows) == 10
-    assert max(row["val_top1"] for row in rows) >= 0.70  # chance is 0.10
+    first, last = rows[0], rows[-1]
+    # Measured with this recipe over seeds 0-7 (chance is 0.10): the last epoch's val_top1 0.79-0.83, from
+    # 0.72-0.78 after epoch 1; val_loss 1.20-1.23 -> 0.450-0.460; train_loss 0.185-0.192. A schedule whose
+    # rate collapses after ten updates still reaches val_top1 0.74-0.82, but stalls at val_loss 0.82-0.85
+    # (0.66-0.69 of epoch 1's) and train_loss 0.67-0.70.
+    assert last["val_top1"] >= 0.75
+    assert last["val_top1"] > first["val_top1"]  # it goes on learning after the first epoch
+    assert last["val_loss"] <= 0.55 and last["val_loss"] < 0.5 * first["val_loss"]
+    assert last["train_loss"] <= 0.3
     names = event_names(demo_run)
     assert names[:3] == ["dataset_scanned", "features_extracted", "features_extracted"]
     assert names[3] == "run_started" and names[-1] == "run_finished"
@@ -90,21 +97,6 @@ def test_features_are_computed_once_and_never_during_epochs(tmp_path: Path, monk
     second = [e for e in read_events(tmp_path / "second") if e["event"] == "features_extracted"]
     assert sum(e["computed"] for e in first) == 60
     assert [(e["computed"], e["reused"]) for e in second] == [(0, e["computed"]) for e in first]
-
-
-def test_fine_tuning_one_epoch_lowers_the_loss_from_chance(tmp_path: Path) -> None:
-    data = copy_demo(tmp_path / "data")
-    config = demo_config(data, **{
-        "model.mode": "fine_tune", "optim.epochs": 1, "optim.batch_size": 8, "data.input_size": 64,
-        "optim.warmup_epochs": 0.0,
-    })
-    result = train(config, tmp_path / "run")
-    assert result.state == "finished"
-    row = result.history[-1]
-    # The zero-initialised head predicts uniformly, so the loss before training is exactly ln(C).
-    assert row["val_loss"] < 0.9 * math.log(3)
-    started = next(e for e in read_events(tmp_path / "run") if e["event"] == "run_started")
-    assert started["mode"] == "fine_tune" and started["data_settings"]["input_size"] == [3, 64, 64]
 
 
 def test_training_leaves_bad_files_out_and_names_them(tmp_path: Path) -> None:
@@ -261,7 +253,8 @@ def test_cli_cam_writes_the_overlay_of_the_predicted_or_a_chosen_class(demo_run:
 
 @pytest.mark.slow
 def test_cli_evaluate_writes_a_report(demo_run: Path, tmp_path: Path) -> None:
-    result = run_cli("evaluate", str(demo_run), str(DEMO), "--out", str(tmp_path / "report"))
+    photos = copy_whole_demo(tmp_path / "photos")  # evaluating scans the data folder and writes its health report
+    result = run_cli("evaluate", str(demo_run), str(photos), "--out", str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr
     for name in ("report.json", "index.html", "confusion.png", "reliability.png", "top_losses.png"):
         assert (tmp_path / "report" / name).is_file(), name
