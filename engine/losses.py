@@ -43,6 +43,7 @@ def create_loss(config: RunConfig, train_targets: torch.Tensor, num_classes: int
     """The loss a run trains with; ``weighted_loss`` weighs class c by N / (C * count_c)."""
     weights = None
     if config.optim.class_balance == "weighted_loss":
+        # A class absent from training counts as 1 (its weight never applies); N is the real item count.
         counts = torch.bincount(train_targets, minlength=num_classes).clamp(min=1).float()
-        weights = counts.sum() / (num_classes * counts)
+        weights = len(train_targets) / (num_classes * counts)
     return ClassificationLoss(config.optim.label_smoothing, weights)

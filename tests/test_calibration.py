@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,40 @@ def test_fit_temperature_finds_the_minimum_and_recovers_a_known_temperature() ->
     assert fit_temperature(logits / 4.0, targets) == pytest.approx(0.25, rel=0.1)  # under-confident
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(("factor", "confidence"), [(2.5, "over-confident"), (0.5, "under-confident")])
+def test_calibrate_softens_an_overconfident_model_and_sharpens_an_underconfident_one(
+    factor: float, confidence: str
+) -> None:
+    generator = np.random.default_rng(1)
+    logits = generator.normal(scale=2.0, size=(3000, 6))
+    truth = softmax(logits)
+    # Labels drawn from softmax(logits): those probabilities are calibrated; ``factor`` times the
+    # logits is a model that is sure too often (> 1) or too seldom (< 1), with the same argmax.
+    targets = (truth.cumsum(axis=1) > generator.random((len(truth), 1))).argmax(axis=1)
+    model = softmax(logits * factor)
+
+    fit = calibrate(model, targets)
+
+    assert fit.temperature == pytest.approx(factor, rel=0.1)
+    assert (fit.temperature > 1) == (confidence == "over-confident")
+    # T = factor gives back the calibrated probabilities; the fit minimises the NLL on these very
+    # images, so it does at least as well as they do, and not much better.
+    truth_nll = negative_log_likelihood(truth, targets)
+    assert truth_nll - 0.01 < fit.nll_after <= truth_nll + 1e-6
+    assert fit.nll_before > fit.nll_after + 0.1
+    np.testing.assert_allclose(apply_temperature(model, fit.temperature), softmax(logits * factor / fit.temperature),
+                               atol=1e-6)
+    # ECE: back to the sampling noise of calibrated probabilities, from several times more.
+    truth_ece = expected_calibration_error(reliability_bins(truth, targets))
+    assert fit.ece_after <= truth_ece + 0.01 and fit.ece_before > 4 * fit.ece_after
+    assert fit.worth_applying
+
+
 def test_separable_validation_stops_at_the_bound_and_says_so() -> None:
     probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]])
     targets = np.array([0, 1, 2])  # all right: the loss keeps falling as T -> 0
@@ -177,6 +212,27 @@ def test_save_temperature_keeps_every_tensor_and_the_resume_state(trained: tuple
     with pytest.raises(ConfigError, match="temperature"):
         save_temperature(run, float("nan"))
     assert not list((run / "checkpoints").glob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_saved_temperature_divides_the_predictors_logits(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, run = trained
+    checkpoint = tmp_path / "model.safetensors"  # a copy: other tests save temperatures into the run's
+    shutil.copyfile(run / "checkpoints" / "best.safetensors", checkpoint)
+    dataset = prepare_dataset(data)
+    paths, targets = [record.path for record in dataset.splits["val"]], np.array(dataset.targets("val"))
+    save_temperature(checkpoint, 1.0)  # the plain logits, whatever another test saved into the run's checkpoint
+    raw = Predictor(checkpoint, device="cpu").predict_proba(paths).probabilities
+    fit = calibrate(raw, targets)
+
+    save_temperature(checkpoint, fit.temperature)
+    scaled = Predictor(checkpoint, device="cpu").predict_proba(paths).probabilities
+
+    # softmax(z / T) of the logits is softmax(log p / T) of the saved probabilities.
+    np.testing.assert_allclose(scaled, apply_temperature(raw, fit.temperature), atol=1e-5)
+    assert negative_log_likelihood(scaled, targets) == pytest.approx(fit.nll_after, abs=1e-5)
+    assert fit.nll_after < fit.nll_before
+    assert (scaled.argmax(axis=1) == raw.argmax(axis=1)).all()
 
 
 def test_temperature_from_metadata_defaults_to_one_and_refuses_nonsense() -> None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from demo_photos import copy_demo
 
+from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import RunConfig
 from engine.ensemble import (
     Ensemble,
     accuracy,
+    build_greedy_manifest,
     build_manifest,
     greedy_selection,
     is_manifest,
@@ -225,3 +230,90 @@ def test_log_loss_accuracy_and_greedy_selection_check_their_input() -> None:
         greedy_selection({"a": probabilities, "b": probabilities[:2]}, targets)
     with pytest.raises(CheckpointError, match="at least one checkpoint"):
         build_manifest([])
+
+
+def rows_by_class(class0: Sequence[float], class1: Sequence[float]) -> np.ndarray:
+    """A member's probabilities on 2 images of class 0 (each ``class0``) then 2 of class 1 (each ``class1``)."""
+    return np.array([class0, class0, class1, class1], dtype=np.float64)
+
+
+GREEDY_TARGETS = np.array([0, 0, 1, 1])
+
+
+@pytest.mark.parametrize(("metric", "members", "expected", "expected_score"), [
+    # Two complementary experts (each sure of its class, unsure of the other) and a member that is
+    # confidently wrong. The log-loss of t * a + (1 - t) * b is convex and symmetric about t = 1/2:
+    # the 1:1 mix, 0.7 on every true class, is the best one, and adding the wrong member only hurts.
+    ("log_loss", {"a": rows_by_class([.9, .1], [.5, .5]), "b": rows_by_class([.5, .5], [.1, .9]),
+                  "bad": rows_by_class([.1, .9], [.9, .1])}, {"a": 1, "b": 1, "bad": 0}, -math.log(0.7)),
+    # A weaker class-1 expert: the loss -(ln(.5 + .4t) + ln(.85 - .35t)) / 2 is lowest at t = 0.59,
+    # and among count mixes 2:1 (t = 2/3) beats 1:1, 3:1 and 2:2: a is picked twice (with replacement).
+    ("log_loss", {"a": rows_by_class([.9, .1], [.5, .5]), "b": rows_by_class([.5, .5], [.15, .85]),
+                  "bad": rows_by_class([.1, .9], [.9, .1])}, {"a": 2, "b": 1, "bad": 0},
+     -(math.log(2.3 / 3) + math.log(1.85 / 3)) / 2),
+    # Accuracy: each expert gets one class right (1/2); their mean gets both (1); more copies of
+    # either cannot beat 1, so selection stops there.
+    ("accuracy", {"a": rows_by_class([.9, .1], [.6, .4]), "b": rows_by_class([.4, .6], [.1, .9]),
+                  "bad": rows_by_class([.2, .8], [.8, .2])}, {"a": 1, "b": 1, "bad": 0}, 1.0),
+], ids=["log_loss-symmetric", "log_loss-with_replacement", "accuracy"])
+def test_greedy_selection_picks_complementary_members_with_the_right_counts(
+    metric: str, members: dict[str, np.ndarray], expected: dict[str, int], expected_score: float
+) -> None:
+    score = log_loss if metric == "log_loss" else accuracy
+    counts = greedy_selection(members, GREEDY_TARGETS, metric=metric)
+
+    assert counts == expected
+    mixed = sum(count * members[name] for name, count in counts.items()) / sum(counts.values())
+    assert score(mixed, GREEDY_TARGETS) == pytest.approx(expected_score, rel=1e-12)
+    singles = [score(rows, GREEDY_TARGETS) for rows in members.values()]
+    if metric == "log_loss":
+        assert expected_score < min(singles)  # strictly better than any single member
+    else:
+        assert expected_score > max(singles)
+    # Limits: one distinct member, or no round after the first pick, leave the best single one.
+    assert greedy_selection(members, GREEDY_TARGETS, metric=metric, max_members=1) == {"a": 1, "b": 0, "bad": 0}
+    assert greedy_selection(members, GREEDY_TARGETS, metric=metric, rounds=0) == {"a": 1, "b": 0, "bad": 0}
+
+
+def constant_member(source: Path, target: Path, probabilities: Sequence[float]) -> Path:
+    """A copy of a real checkpoint whose linear head ignores the image: weights 0 and biases log p, so it
+    predicts ``probabilities`` for every image."""
+    checkpoint = load_checkpoint(source)
+    state = dict(checkpoint.model_state)
+    classes = len(checkpoint.metadata["classes"])
+    (weight,) = [key for key, value in state.items()
+                 if key.startswith("classifier.") and value.ndim == 2 and value.shape[0] == classes]
+    bias = weight.removesuffix("weight") + "bias"
+    state[weight] = torch.zeros_like(state[weight])
+    state[bias] = torch.log(torch.tensor(probabilities, dtype=state[bias].dtype))
+    return save_checkpoint(target, model_state=state, metadata=checkpoint.metadata)
+
+
+@pytest.mark.slow
+def test_greedy_manifest_keeps_the_complementary_pair_and_leaves_out_the_hurtful_member(
+    members: dict, tmp_path: Path
+) -> None:
+    source = members["runs"][0] / "checkpoints" / "best.safetensors"
+    # On 5 classes: two experts (0.6 on their class, 0.1 on each other) and a member sure of class 0.
+    experts = [constant_member(source, tmp_path / f"expert{k}.safetensors", [.6 if c == k else .1 for c in range(5)])
+               for k in (0, 1)]
+    hurtful = constant_member(source, tmp_path / "hurtful.safetensors", [.96, .01, .01, .01, .01])
+    targets = members["val_targets"]
+    assert len(set(np.bincount(targets, minlength=5))) == 1  # the stratified split: every class equally often
+
+    manifest, scores = build_greedy_manifest([*experts, hurtful], device="cpu")
+
+    # Each expert alone: -ln .6 on a fifth of the images, -ln .1 on the rest. Their mean puts .35 on
+    # two classes and .1 on three, a lower loss; a third copy of either expert ((1.3/3)(0.8/3) < .35^2)
+    # and the hurtful member only raise it again.
+    expert_loss = (-math.log(.6) - 4 * math.log(.1)) / 5
+    pair_loss = (-2 * math.log(.35) - 3 * math.log(.1)) / 5
+    assert [(score.name, score.picked) for score in scores] == [("expert0", 1), ("expert1", 1), ("hurtful", 0)]
+    assert [score.log_loss for score in scores] == pytest.approx(
+        [expert_loss, expert_loss, (-math.log(.96) - 4 * math.log(.01)) / 5], rel=1e-5)
+    assert [score.accuracy for score in scores] == pytest.approx([0.2, 0.2, 0.2])
+    assert manifest.combine == "weighted" and [member.name for member in manifest.members] == ["expert0", "expert1"]
+    assert manifest.normalized_weights() == {"expert0": 0.5, "expert1": 0.5}
+    result = Ensemble(manifest, device="cpu").predict_proba(members["val_paths"])
+    np.testing.assert_allclose(result.probabilities, np.tile([.35, .35, .1, .1, .1], (len(targets), 1)), atol=1e-5)
+    assert log_loss(result.probabilities, targets) == pytest.approx(pair_loss, rel=1e-5) and pair_loss < expert_loss

@@ -6,13 +6,20 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from demo_photos import copy_demo
 from imagefactory import draw, make_class_folders
 
+from engine.config import RunConfig
 from engine.errors import DatasetError
 from engine.exclusions import EXCLUSIONS_NAME, apply_exclusions, load_exclusions, save_exclusions
 from engine.health import scan_dataset
+from engine.loop import Callback, LoopState
 from engine.paths import project_dir_for
 from engine.prepare import prepare_dataset, split_records
+from engine.runfolder import read_events
+from engine.setup import prepare_run_data
+from engine.train import train
 
 
 def _every_path(prepared) -> set[Path]:
@@ -115,3 +122,47 @@ def test_split_records_is_the_split_prepare_makes(tmp_path: Path) -> None:
     assert {split: [r.path for r in records] for split, records in preview.items()} == {
         split: [r.path for r in records] for split, records in prepared.splits.items()
     }
+
+
+class ClassesSeen(Callback):
+    """Counts the items of each class the loop trains and validates on (the first epoch only)."""
+
+    def __init__(self) -> None:
+        self.counts = {"train": torch.zeros(2, dtype=torch.long), "val": torch.zeros(2, dtype=torch.long)}
+
+    def after_loss(self, state: LoopState) -> None:
+        if state.epoch == 1:
+            self.counts["train" if state.training else "val"] += torch.bincount(state.targets.cpu(), minlength=2)
+
+
+def test_a_training_run_never_sees_an_excluded_image(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    copy_demo(data / "train", ["bag", "sneaker"], per_class=10)
+    copy_demo(data / "val", ["bag", "sneaker"], per_class=5, skip=10)
+    files = {(split, label): sorted((data / split / label).glob("*.png"))
+             for split in ("train", "val") for label in ("bag", "sneaker")}
+    excluded = {files["train", "bag"][0], files["train", "bag"][3], files["train", "sneaker"][7],
+                files["val", "sneaker"][2]}
+    save_exclusions(project_dir_for(data), excluded)
+    config = RunConfig().with_changes(**{"data.path": str(data), "data.num_workers": 0, "data.input_size": 64,
+                                         "optim.epochs": 1})
+    seen = ClassesSeen()
+
+    result = train(config, tmp_path / "run", callbacks=[seen])
+
+    assert result.state == "finished"
+    # By count: 10 - 2 bags and 10 - 1 sneakers trained on, 5 bags and 5 - 1 sneakers validated on.
+    assert seen.counts["train"].tolist() == [8, 9] and seen.counts["val"].tolist() == [5, 4]
+    events = read_events(tmp_path / "run")
+    scanned = next(event for event in events if event["event"] == "dataset_scanned")
+    assert scanned["counts"] == {"train": 17, "val": 9, "test": 0}
+    extracted = {event["split"]: event["computed"] + event["reused"] for event in events
+                 if event["event"] == "features_extracted"}
+    assert extracted == {"train": 17, "val": 9}
+    # By name: the splits the run trained on are the copied files less the excluded ones.
+    dataset = prepare_run_data(config)
+    for split in ("train", "val"):
+        expected = sorted(path.name for label in ("bag", "sneaker") for path in files[split, label]
+                          if path not in excluded)
+        assert sorted(record.path.name for record in dataset.splits[split]) == expected
+    assert dataset.excluded_by_user == tuple(sorted(excluded))

@@ -18,11 +18,14 @@ import pytest
 import torch
 from demo_photos import copy_demo
 from PIL import Image
+from screenshots import SCREENSHOT_DIR
 
 from engine.config import RunConfig, load_config
+from engine.device import plan_device
 from engine.errors import DatasetError
-from engine.loop import Callback, LoopState
+from engine.loop import Callback, Loop, LoopState
 from engine.lr_finder import (
+    LRFinder,
     LRFinderCurve,
     LRFinderResult,
     find_learning_rate,
@@ -34,13 +37,6 @@ from engine.prepare import prepare_dataset
 from engine.runfolder import RunFolder, read_events
 from engine.setup import build_training, create_optimizer
 from engine.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOTS = ROOT / "out" / "screenshots"
-
-
-
-
 
 
 def demo_config(data: Path, **changes: object) -> RunConfig:
@@ -96,8 +92,8 @@ def test_sweep_stops_at_three_times_the_minimum_and_writes_the_curve(
         [curve.learning_rates[0], curve.losses[0], curve.smoothed_losses[0]], rel=1e-5)
     with Image.open(out_dir / "lr_find.png") as plot:
         assert plot.format == "PNG" and plot.width >= 800
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(out_dir / "lr_find.png", SCREENSHOTS / "lr_find.png")
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out_dir / "lr_find.png", SCREENSHOT_DIR / "lr_find.png")
     assert load_config(out_dir / "config.yaml") == demo_config(ten_classes)
     assert RunFolder(out_dir).read_status()["state"] == "finished"
     assert not list(out_dir.rglob("*.tmp"))
@@ -253,6 +249,72 @@ def test_suggestion_takes_the_steepest_fall_capped_at_a_tenth_of_the_minimum() -
 
     _, reason = suggest_learning_rate(synthetic_curve(centre=-2, bottom=2, blow_up=False))
     assert "still falling at the end" in reason
+
+
+def known_loss(rate: float, centre: float = -3.0, bottom: float = -1.0) -> float:
+    """A range-test shape as a pure function of the rate: flat at 2.3, a sigmoid fall of 2 centred at
+    10**centre (its steepest point against log10 rate), then a parabola rising after 10**bottom.
+
+    On a grid 0.1 decade apart that holds both points, the sigmoid's central difference is steepest
+    at 10**centre itself, and the lowest point is 10**bottom, the last one before the rise.
+    """
+    x = math.log10(rate)
+    rise = 40.0 * (x - bottom) ** 2 if x > bottom + 1e-9 else 0.0
+    return 2.3 - 2.0 / (1 + math.exp(-(x - centre) / 0.3)) + rise
+
+
+SWEPT_RATES = [10 ** (k / 10) for k in range(-70, 11)]  # 1e-7 .. 10, 0.1 decade apart
+
+
+def test_suggestion_on_a_known_curve_is_its_steepest_point_or_a_tenth_of_its_minimum() -> None:
+    smoothed = [known_loss(rate) for rate in SWEPT_RATES]
+    # Raw per-step losses are noisy; the suggestion reads the smoothed curve only.
+    noise = np.random.default_rng(0).normal(scale=0.5, size=len(SWEPT_RATES))
+    curve = LRFinderCurve(SWEPT_RATES, list(np.asarray(smoothed) + noise), smoothed, ended="diverged")
+
+    rate, reason = suggest_learning_rate(curve)
+
+    assert curve.min_loss_rate == pytest.approx(1e-1)
+    assert rate == 1e-3  # the steepest point, below a tenth of the minimum (1e-2)
+    assert reason.startswith("the smoothed loss falls fastest at 1.0e-3 (and is lowest at 1.0e-1; a tenth of")
+
+    # The fall centred at 3.2e-2, above a tenth of the minimum (still 1e-1): the tenth caps the suggestion.
+    late = [known_loss(rate, centre=-1.5) for rate in SWEPT_RATES]
+    rate, reason = suggest_learning_rate(LRFinderCurve(SWEPT_RATES, late, late, ended="diverged"))
+    assert rate == 1e-2
+    assert reason.startswith("the smoothed loss falls fastest at 3.2e-2 (and is lowest at 1.0e-1; a tenth of that "
+                             "is 1.0e-2)")
+
+
+def test_the_finder_records_the_swept_rates_and_a_debiased_smoothed_loss() -> None:
+    """The real callback in a real loop, on a loss that is a pure function of the rate the loop steps at."""
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    inputs, targets = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(8, dtype=torch.long)
+
+    def sweep(loss_of_rate, smoothing: float) -> LRFinderCurve:
+        finder = LRFinder(1e-7, 10.0, len(SWEPT_RATES), smoothing=smoothing)
+        loop = Loop(
+            model=model, optimizer=optimizer, train_batches=[(inputs, targets)], val_batches=None,
+            loss_function=lambda logits, _: logits.sum() * 0 + loss_of_rate(optimizer.param_groups[0]["lr"]),
+            device_plan=plan_device("cpu", images=False), callbacks=[finder],
+        )
+        loop.fit(len(SWEPT_RATES))
+        return finder.curve
+
+    # A constant loss: the debiased average equals it from the first step; the sweep runs to its end.
+    curve = sweep(lambda _: 1.7, smoothing=0.9)
+    assert curve.ended == "completed" and len(curve.losses) == len(SWEPT_RATES)
+    np.testing.assert_allclose(curve.learning_rates, SWEPT_RATES, rtol=1e-9)
+    np.testing.assert_allclose(curve.smoothed_losses, 1.7, rtol=1e-6)
+    # The known curve, unsmoothed: the loop stops once it passes 3x its minimum, and the
+    # suggestion is the curve's steepest point.
+    curve = sweep(known_loss, smoothing=0.0)
+    assert curve.ended == "diverged" and curve.losses == pytest.approx([known_loss(r) for r in curve.learning_rates])
+    smoothed = curve.smoothed_losses
+    assert smoothed[-1] > 3 * min(smoothed)
+    assert all(value <= 3 * min(smoothed[: i + 1]) for i, value in enumerate(smoothed[:-1]))
+    assert curve.min_loss_rate == pytest.approx(1e-1) and suggest_learning_rate(curve)[0] == 1e-3
 
 
 def test_a_flat_curve_gets_a_warning_not_a_confident_rate() -> None:

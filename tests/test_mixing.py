@@ -13,7 +13,10 @@ from timm.loss import SoftTargetCrossEntropy
 
 from augment import create_mixup, mix_batch, soft_target_cross_entropy
 from engine.config import AugmentConfig
+from engine.device import plan_device
 from engine.errors import ConfigError
+from engine.loop import Callback, Loop, LoopState
+from engine.recipes import MixBatches
 
 CLASSES = 5
 
@@ -135,3 +138,81 @@ def test_soft_target_loss_matches_timm_and_plain_cross_entropy() -> None:
     weight = torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0])
     expected = -(weight * soft * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
     assert torch.allclose(soft_target_cross_entropy(logits, soft, weight), expected, atol=1e-6)
+
+
+class Batches(Callback):
+    """Keeps a copy of every batch the loop sees at this point of ``before_batch`` (by ``order``)."""
+
+    def __init__(self, order: int) -> None:
+        self.order = order
+        self.seen: list[tuple[bool, torch.Tensor, torch.Tensor]] = []
+
+    def before_batch(self, state: LoopState) -> None:
+        self.seen.append((state.training, state.inputs.clone(), state.targets.clone()))
+
+
+def run_mixing_loop(mixup: Mixup, inputs: list[torch.Tensor], targets: torch.Tensor, epochs: int) -> tuple:
+    """A real loop with the run's mixing callback over ``inputs`` batches; the batches before and after it."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(inputs[0][0].numel(), CLASSES))
+    before, after = Batches(MixBatches.order - 1), Batches(MixBatches.order + 1)
+    loop = Loop(
+        model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+        loss_function=lambda logits, soft: soft_target_cross_entropy(logits, soft) if soft.dim() == 2
+        else F.cross_entropy(logits, soft),
+        train_batches=[(batch, targets) for batch in inputs], val_batches=[(inputs[0].clone(), targets)],
+        device_plan=plan_device("cpu", images=False), callbacks=[before, MixBatches(mixup), after],
+    )
+    loop.fit(epochs)
+    return before.seen, after.seen
+
+
+def test_the_training_loop_mixes_every_training_batch_and_no_validation_batch() -> None:
+    # Item i and its mirror N - 1 - i always differ in class, so a soft row tells lam.
+    targets = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(8, 32, generator=generator) for _ in range(10)]
+
+    before, after = run_mixing_loop(mixer(mixup_alpha=0.4), batches, targets, epochs=4)
+
+    lams = []
+    assert len(before) == len(after) == 4 * 11  # 10 training batches and 1 validation batch an epoch
+    for (training, original, hard), (_, mixed, soft) in zip(before, after, strict=True):
+        if not training:
+            assert torch.equal(mixed, original) and torch.equal(soft, hard)  # validation is never mixed
+            continue
+        lam = soft[0, hard[0]].item()
+        lams.append(lam)
+        one_hot = F.one_hot(hard, CLASSES).float()
+        torch.testing.assert_close(soft, lam * one_hot + (1 - lam) * one_hot.flip(0), atol=1e-6, rtol=0)
+        torch.testing.assert_close(mixed, lam * original + (1 - lam) * original.flip(0), atol=1e-5, rtol=1e-5)
+    # lam ~ Beta(0.4, 0.4): never exactly 0 or 1, about half the draws in (0.1, 0.9), mean 1/2
+    # (standard deviation 0.37, so 0.06 for the mean of 40).
+    assert len(lams) == 40 and all(0 < lam < 1 for lam in lams)
+    assert sum(0.1 < lam < 0.9 for lam in lams) >= 10
+    assert abs(np.mean(lams) - 0.5) < 0.25
+
+
+def test_the_training_loop_pastes_one_box_per_batch_whose_area_matches_the_targets() -> None:
+    targets = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    images = constant_images(8, size=24)  # every pixel of image i is i + 1
+
+    before, after = run_mixing_loop(mixer(cutmix_alpha=1.0), [images.clone() for _ in range(12)], targets, epochs=1)
+
+    areas = []
+    for (training, original, hard), (_, mixed, soft) in zip(before, after, strict=True):
+        if not training:
+            continue
+        # Every image holds its own value outside one box and its mirror's inside, the same box for all.
+        pasted = mixed != original
+        box = pasted[0, 0]
+        assert all(torch.equal(pasted[i, c], box) for i in range(8) for c in range(3))
+        assert torch.equal(mixed[pasted], original.flip(0)[pasted])
+        rows, columns = box.any(dim=1).nonzero().flatten(), box.any(dim=0).nonzero().flatten()
+        if len(rows):
+            assert box[rows.min():rows.max() + 1, columns.min():columns.max() + 1].all()  # a rectangle
+        area = box.float().mean().item()
+        areas.append(area)
+        # The soft target gives the pasted share to the mirror's class: lam = 1 - area.
+        one_hot = F.one_hot(hard, CLASSES).float()
+        torch.testing.assert_close(soft, (1 - area) * one_hot + area * one_hot.flip(0), atol=1e-6, rtol=0)
+    assert len(areas) == 12 and sum(0 < area < 1 for area in areas) >= 9 and len(set(areas)) >= 6

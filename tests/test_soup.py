@@ -10,7 +10,7 @@ import pytest
 import torch
 from demo_photos import copy_demo
 
-from engine.checkpoint import load_checkpoint, read_checkpoint_metadata
+from engine.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from engine.config import RunConfig
 from engine.ensemble import accuracy
 from engine.errors import CheckpointError
@@ -121,6 +121,60 @@ def test_random_initialisations_of_different_seeds_are_refused(runs: dict) -> No
     checkpoints = runs["random_runs"][0] / "checkpoints"
     assert uniform_soup([checkpoints / "best.safetensors", checkpoints / "last.safetensors"],
                         runs["root"] / "soups" / "random.safetensors").path.is_file()
+
+
+def head_keys(state: dict[str, torch.Tensor], classes: int) -> tuple[str, str]:
+    """The names of the linear head's weight and bias."""
+    (weight,) = [key for key, value in state.items()
+                 if key.startswith("classifier.") and value.ndim == 2 and value.shape[0] == classes]
+    return weight, weight.removesuffix("weight") + "bias"
+
+
+def with_head(source: Path, target: Path, weight: torch.Tensor, bias: torch.Tensor) -> Path:
+    """A copy of a real checkpoint with another head (the backbone, metadata and so the soup facts kept)."""
+    checkpoint = load_checkpoint(source)
+    state = dict(checkpoint.model_state)
+    weight_key, bias_key = head_keys(state, len(checkpoint.metadata["classes"]))
+    state[weight_key], state[bias_key] = weight, bias
+    return save_checkpoint(target, model_state=state, metadata=checkpoint.metadata)
+
+
+@pytest.mark.slow
+def test_greedy_soup_keeps_the_members_that_help_and_leaves_out_the_one_that_hurts(
+    runs: dict, tmp_path: Path
+) -> None:
+    source = runs["run"] / "checkpoints" / "best.safetensors"
+    state = load_checkpoint(source).model_state
+    weight_key, bias_key = head_keys(state, 5)
+    weight, bias = state[weight_key], state[bias_key]
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(weight.shape, generator=generator) * 8 * weight.std()
+    bias_noise = torch.randn(bias.shape, generator=generator) * 8 * weight.std()
+    # Two heads knocked off the trained one in opposite directions: each alone is worse, their mean is
+    # the trained head exactly. A third, -3x the trained head, drags any soup it joins to -1/3 of it:
+    # the least likely class wins, so it must be left out.
+    plus = with_head(source, tmp_path / "plus.safetensors", weight + noise, bias + bias_noise)
+    minus = with_head(source, tmp_path / "minus.safetensors", weight - noise, bias - bias_noise)
+    hurtful = with_head(source, tmp_path / "hurtful.safetensors", -3 * weight, -3 * bias)
+    dataset = prepare_run_data(runs["config"])
+    paths, targets = [record.path for record in dataset.splits["val"]], np.array(dataset.targets("val"))
+    trained = Predictor(source, device="cpu").predict_proba(paths)
+    trained_accuracy = accuracy(trained.probabilities, targets[trained.kept])
+
+    result = greedy_soup([hurtful, plus, minus], dataset, tmp_path / "soup.safetensors", device="cpu")
+
+    scores = {Path(path).name: value for path, value in result.member_accuracy.items()}
+    print(f"\ntrained head {trained_accuracy:.3f}, members {scores}, soup {result.accuracy:.3f}")
+    assert max(scores["plus.safetensors"], scores["minus.safetensors"]) < trained_accuracy  # each alone is worse
+    assert scores["hurtful.safetensors"] < min(scores["plus.safetensors"], scores["minus.safetensors"])
+    # Ranked best first, the second noisy head joins (the soup is the trained head), the hurtful one is refused.
+    best_first = sorted([plus, minus], key=lambda path: -scores[path.name])
+    assert list(result.members) == best_first
+    assert result.accuracy == pytest.approx(trained_accuracy)
+    soup = load_checkpoint(result.path).model_state
+    torch.testing.assert_close(soup[weight_key], weight, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(soup[bias_key], bias, atol=1e-6, rtol=1e-5)
+    assert all(torch.equal(soup[key], value) for key, value in state.items() if key not in (weight_key, bias_key))
 
 
 def test_a_soup_needs_two_checkpoints(tmp_path: Path) -> None:
