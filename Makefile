@@ -6,13 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench mutants clean
 
 run: $(STAMP)
 	$(PY) main.py
 
 test: $(STAMP) lint
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -n auto --maxprocesses 2 --dist loadfile --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -23,6 +23,12 @@ bench: $(STAMP)
 	$(PY) -m bench.feature_cache
 	$(PY) -m bench.augment_throughput
 
+# Mutation testing of the modules in pyproject's [tool.mutmut] (tens of minutes; not in CI).
+mutants: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[mutants]"
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
+
 # torch first, from its exact pin: letting pip choose it pulls a CUDA build of gigabytes.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,4 +37,4 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache mutants

@@ -3,8 +3,9 @@
 An image that passed the header scan can still fail to decode (damage past the
 header, or a file changed under the run). Such an item is dropped from its batch, a
 batch left empty is skipped, and the file is reported once per run (``SkippedImages``),
-so a run never dies on a bad file. In a distributed run each rank iterates its own share, chosen by
-a sampler that every rank seeds alike (``DistributedSampler``, ``DistributedWeightedSampler``).
+so a run never dies on a bad file. In a distributed run each rank iterates its own
+share, chosen by a sampler that every rank seeds alike (``DistributedSampler``,
+``DistributedWeightedSampler``).
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ from demo_photos import copy_whole_demo  # noqa: E402
 import engine  # noqa: E402,F401  (applies the torchvision fix before any test imports timm)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+# `make mutants` runs the tests in mutmut's copy of the tree, where mutmut writes its results as they come.
+_WATCHED = REPOSITORY.name != "mutants"
 # Tools' own folders, and where a developer asked for screenshots (TRANSFER_STUDIO_SCREENSHOTS).
 _NOT_WATCHED = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".import_linter_cache"}
 
@@ -62,7 +64,8 @@ def _describe(changes: list[str]) -> str:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[_SESSION_STATE] = _repository_state()
+    if _WATCHED:
+        session.config.stash[_SESSION_STATE] = _repository_state()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -71,6 +74,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if changes:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
+            reporter.ensure_newline()
             reporter.write_line(f"FAILED: the tests changed the repository: {_describe(changes)}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -81,9 +85,9 @@ _SESSION_STATE = pytest.StashKey[dict[str, tuple[int, int]]]()
 @pytest.fixture(scope="module", autouse=True)
 def _repository_unchanged() -> Iterator[None]:
     """Fail the module whose tests wrote into the repository (session fixtures are caught at the session's end)."""
-    before = _repository_state()
+    before = _repository_state() if _WATCHED else {}
     yield
-    changes = _changes(before, _repository_state())
+    changes = _changes(before, _repository_state()) if _WATCHED else []
     if changes:
         pytest.fail(f"these tests changed the repository: {_describe(changes)}", pytrace=False)
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from demo_photos import copy_whole_demo
+from demo_photos import copy_demo, demo_classes
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the bundled demo: the commands write their scan and project files beside the photos."""
-    return copy_whole_demo(tmp_path_factory.mktemp("cli") / "demo")
+    """Demo photos of every class (a copy: the commands write their scan and project files beside the photos)."""
+    return copy_demo(tmp_path_factory.mktemp("cli") / "demo", classes=len(demo_classes()), per_class=12)
 
 
 def run_cli(*arguments: str) -> subprocess.CompletedProcess:
