@@ -176,7 +176,7 @@ def build_training(
             the run's own so that its stages report a file once (default: a new one on ``report``).
     """
     report = report or _ignore
-    skipped = skipped or SkippedImages(report)
+    skipped = skipped if skipped is not None else SkippedImages(report)
     mode = mode or ("feature_extraction" if config.model.mode == "two_stage" else config.model.mode)
     if loaded is None:
         # The head owns its dropout (timm's drop_rate stays 0, or dropout would apply twice).
