@@ -305,10 +305,6 @@ class LearningRateCollapsed(DoctorCheck):
     WINDOW_SHARE = 0.05
     MIN_STEPS = 10
 
-    def __init__(self, context: DoctorContext) -> None:
-        super().__init__(context)
-        self._raised = False  # once per run, whatever the stage
-
     def before_fit(self, state: LoopState) -> None:
         per_epoch = state.batches_per_epoch
         self._total = state.num_epochs * per_epoch
@@ -323,7 +319,7 @@ class LearningRateCollapsed(DoctorCheck):
         self._rates.observe(state.optimizer)
 
     def after_step(self, state: LoopState) -> None:
-        if self._raised or not self._rates.peak or state.loss is None:
+        if self.diagnoses or not self._rates.peak or state.loss is None:  # raised once per run, whatever the stage
             return
         fastest = max(self._rates.peak, key=self._rates.peak.__getitem__)
         rate, peak = self._rates.current.get(fastest, 0.0), self._rates.peak[fastest]
@@ -367,7 +363,6 @@ class LearningRateCollapsed(DoctorCheck):
                       "loss_now": now, "schedule": optim.schedule},
             fix={"optim.schedule": schedule},
         ), kind="collapsed")
-        self._raised = True
 
 
 class UpdateRatio(DoctorCheck):

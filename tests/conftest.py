@@ -24,6 +24,7 @@ os.environ["TORCH_HOME"] = os.path.join(_private_hub, "torch")
 os.environ.setdefault("TRANSFER_STUDIO_CACHE_DIR", tempfile.mkdtemp(prefix="transfer-studio-test-cache-"))
 
 from demo_photos import copy_whole_demo  # noqa: E402
+from screenshots import SCREENSHOT_DIR  # noqa: E402
 
 import engine  # noqa: E402,F401  (applies the torchvision fix before any test imports timm)
 
@@ -36,8 +37,6 @@ _NOT_WATCHED = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", 
 
 def _repository_state() -> dict[str, tuple[int, int]]:
     """``{relative path: (size, mtime)}`` of every file and folder of the working tree."""
-    from screenshots import SCREENSHOT_DIR
-
     state: dict[str, tuple[int, int]] = {}
     for folder, subfolders, files in os.walk(REPOSITORY):
         subfolders[:] = [name for name in subfolders if name not in _NOT_WATCHED and not name.endswith(".egg-info")

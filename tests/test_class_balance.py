@@ -50,6 +50,18 @@ def balanced_weights() -> torch.Tensor:
     return torch.tensor([total / (classes * count) for count in TRAIN_COUNTS.values()])
 
 
+def assert_classes_drawn_equally(drawn: torch.Tensor) -> None:
+    """``EPOCHS`` epochs of balanced draws: each class ~ Binomial(T, 1/C), checked to 4 standard deviations."""
+    draws = int(drawn.sum())
+    assert draws == EPOCHS * sum(TRAIN_COUNTS.values())
+    share = 1 / len(TRAIN_COUNTS)
+    deviation = math.sqrt(draws * share * (1 - share))
+    print(f"\nbalanced sampler: {drawn.tolist()} of {draws} draws (expected {draws * share:.1f} "
+          f"+- {deviation:.1f} each)")
+    for count in drawn.tolist():
+        assert abs(count - draws * share) < 4 * deviation  # 4 standard deviations: a false alarm 1 in 15,000
+
+
 @pytest.fixture(scope="module")
 def balance_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[RunResult, TrainingBatches]]:
     """One feature-extraction run (real Lite0 weights) per ``optim.class_balance``, with its training batches."""
@@ -101,15 +113,7 @@ def test_the_balanced_sampler_draws_every_class_equally_often(balance_runs: dict
     _, sampled = balance_runs["balanced_sampler"]
     # Without the sampler every epoch is a permutation of the training items.
     assert plain.drawn.tolist() == [EPOCHS * count for count in TRAIN_COUNTS.values()]
-    # With it, each of the T draws is a class with probability 1/3: counts ~ Binomial(T, 1/3).
-    draws = int(sampled.drawn.sum())
-    assert draws == EPOCHS * sum(TRAIN_COUNTS.values())
-    share = 1 / len(TRAIN_COUNTS)
-    deviation = math.sqrt(draws * share * (1 - share))
-    print(f"\nbalanced sampler: {sampled.drawn.tolist()} of {draws} draws (expected {draws * share:.1f} "
-          f"+- {deviation:.1f} each)")
-    for count in sampled.drawn.tolist():
-        assert abs(count - draws * share) < 4 * deviation  # 4 standard deviations: a false alarm 1 in 15,000
+    assert_classes_drawn_equally(sampled.drawn)
 
 
 @pytest.mark.slow
@@ -143,9 +147,4 @@ def test_the_balanced_sampler_of_fine_tuning_draws_every_class_equally_often(tmp
                 counts += torch.bincount(targets, minlength=len(TRAIN_COUNTS))
         drawn[balance] = counts
     assert drawn["none"].tolist() == [EPOCHS * count for count in TRAIN_COUNTS.values()]
-    draws = int(drawn["balanced_sampler"].sum())
-    assert draws == EPOCHS * sum(TRAIN_COUNTS.values())
-    share = 1 / len(TRAIN_COUNTS)
-    deviation = math.sqrt(draws * share * (1 - share))
-    for count in drawn["balanced_sampler"].tolist():
-        assert abs(count - draws * share) < 4 * deviation
+    assert_classes_drawn_equally(drawn["balanced_sampler"])
