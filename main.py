@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.config import RunConfig
-    from engine.distributed import LaunchOptions
-    from engine.ensemble import ProbabilityModel
-    from engine.weights import WeightsProvider
+    from engine.core.config import RunConfig
+    from engine.evaluation.ensemble import ProbabilityModel
+    from engine.models.weights import WeightsProvider
+    from engine.training.distributed import LaunchOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEMO_PROJECT = Path(__file__).resolve().parent / "resources" / "demo"
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_app(DEMO_PROJECT)
     import engine  # noqa: F401  (makes torchvision importable before any command needs timm)
-    from engine.errors import TransferStudioError
+    from engine.core.errors import TransferStudioError
 
     handlers = {
         "scan": _scan, "train": _train, "lr-find": _lr_find, "sanity": _sanity, "preview": _preview,
@@ -290,15 +290,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _scan(arguments: argparse.Namespace) -> int:
-    from engine.health import scan_dataset
-    from engine.paths import project_dir_for
+    from engine.core.paths import project_dir_for
+    from engine.data.health import scan_dataset
 
     project = project_dir_for(arguments.data)
     project.mkdir(parents=True, exist_ok=True)
     report = scan_dataset(arguments.data, cache_file=project / "scan_cache.json", workers=arguments.workers)
     json_path, text_path = report.save(project)
     if arguments.json:
-        from engine.atomic import atomic_write_json
+        from engine.core.atomic import atomic_write_json
 
         atomic_write_json(arguments.json, report.to_dict())
     print(report.to_text())
@@ -307,8 +307,8 @@ def _scan(arguments: argparse.Namespace) -> int:
 
 
 def _train(arguments: argparse.Namespace) -> int:
-    from engine.distributed import LaunchOptions, is_main_process, launched_by_torchrun
-    from engine.train import resume, train
+    from engine.training.distributed import LaunchOptions, is_main_process, launched_by_torchrun
+    from engine.training.train import resume, train
 
     if arguments.resume and (arguments.data or arguments.config or arguments.set or arguments.run_dir):
         print("error: --resume takes only the run folder; its own config.yaml is used", file=sys.stderr)
@@ -333,9 +333,9 @@ def _train(arguments: argparse.Namespace) -> int:
 
 def _launch_training(arguments: argparse.Namespace, options: LaunchOptions) -> int:
     """Start this train command again in every process of a torchrun job, with one run folder for all."""
-    from engine.distributed import launch_training
-    from engine.paths import project_dir_for
-    from engine.runfolder import new_run_dir
+    from engine.core.paths import project_dir_for
+    from engine.training.distributed import launch_training
+    from engine.training.runfolder import new_run_dir
 
     run_dir = None  # --resume names its folder
     if not arguments.resume:
@@ -346,7 +346,7 @@ def _launch_training(arguments: argparse.Namespace, options: LaunchOptions) -> i
 
 
 def _config_from_arguments(arguments: argparse.Namespace) -> RunConfig:
-    from engine.config import RunConfig, load_config, parse_override
+    from engine.core.config import RunConfig, load_config, parse_override
 
     config = load_config(arguments.config) if arguments.config else RunConfig()
     changes = {"data.path": str(Path(arguments.data).expanduser().resolve())}
@@ -355,16 +355,16 @@ def _config_from_arguments(arguments: argparse.Namespace) -> RunConfig:
     changes.update({key: value for key, value in flags.items() if value is not None})
     changes.update(dict(parse_override(item) for item in arguments.set))
     if not Path(changes["data.path"]).exists():
-        from engine.errors import DatasetError
+        from engine.core.errors import DatasetError
 
         raise DatasetError(f"data folder not found: {arguments.data}")
     return config.with_changes(**changes)
 
 
 def _lr_find(arguments: argparse.Namespace) -> int:
-    from engine.lr_finder import find_learning_rate
-    from engine.paths import project_dir_for
-    from engine.runfolder import new_run_dir
+    from engine.core.paths import project_dir_for
+    from engine.training.lr_finder import find_learning_rate
+    from engine.training.runfolder import new_run_dir
 
     config = _config_from_arguments(arguments)
     out = Path(arguments.out) if arguments.out else new_run_dir(project_dir_for(config.data.path),
@@ -381,7 +381,7 @@ def _lr_find(arguments: argparse.Namespace) -> int:
 
 
 def _sanity(arguments: argparse.Namespace) -> int:
-    from engine.sanity import run_sanity_check
+    from engine.training.sanity import run_sanity_check
 
     config = _config_from_arguments(arguments)
     echo = sys.stdout if arguments.events_only else None
@@ -396,7 +396,8 @@ def _sanity(arguments: argparse.Namespace) -> int:
 
 def _preview(arguments: argparse.Namespace) -> int:
     from augment import preview_dataset
-    from engine.backbones import create_model, resolve_data_settings
+    from engine.models.backbones import create_model
+    from engine.data.settings import resolve_data_settings
 
     config = _config_from_arguments(arguments)
     model = create_model(config.model.backbone, num_classes=2, weights="none").model
@@ -408,14 +409,14 @@ def _preview(arguments: argparse.Namespace) -> int:
 
 
 def _predict(arguments: argparse.Namespace) -> int:
-    from engine.ensemble import load_probability_model
+    from engine.evaluation.ensemble import load_probability_model
 
     model = load_probability_model(arguments.checkpoint, device=arguments.device, tta=arguments.tta)
     return _print_predictions(model, arguments)
 
 
 def _print_predictions(model: ProbabilityModel, arguments: argparse.Namespace) -> int:
-    from engine.predict import collect_image_paths, write_predictions_csv
+    from engine.evaluation.predict import collect_image_paths, write_predictions_csv
 
     predictions = model.predict(collect_image_paths(arguments.paths), top_k=arguments.top_k)
     for prediction in predictions:
@@ -431,8 +432,8 @@ def _print_predictions(model: ProbabilityModel, arguments: argparse.Namespace) -
 
 
 def _evaluate(arguments: argparse.Namespace, model: str | None = None) -> int:
-    from engine.evaluate import evaluate_command
-    from engine.report import describe_report
+    from engine.evaluation.evaluate import evaluate_command
+    from engine.evaluation.report import describe_report
 
     folder = evaluate_command(model or arguments.model, arguments.data, split=arguments.split, out_dir=arguments.out,
                               fit_temperature=arguments.fit_temperature, top_losses=arguments.top_losses,
@@ -442,8 +443,8 @@ def _evaluate(arguments: argparse.Namespace, model: str | None = None) -> int:
 
 
 def _export(arguments: argparse.Namespace) -> int:
-    from engine.export import export_model
-    from engine.predict import collect_image_paths
+    from engine.evaluation.predict import collect_image_paths
+    from engine.export.exporter import export_model
 
     check_images = collect_image_paths(arguments.check_images) if arguments.check_images else None
     result = export_model(arguments.model, arguments.out_dir, arguments.formats, opset=arguments.opset,
@@ -454,12 +455,12 @@ def _export(arguments: argparse.Namespace) -> int:
 
 
 def _ensemble(arguments: argparse.Namespace) -> int:
-    from engine.ensemble import Ensemble, build_greedy_manifest, build_manifest, save_manifest
+    from engine.evaluation.ensemble import Ensemble, build_greedy_manifest, build_manifest, save_manifest
 
     if arguments.action == "predict":
         return _print_predictions(Ensemble(arguments.manifest, device=arguments.device, tta=arguments.tta), arguments)
     if arguments.action == "evaluate":
-        from engine.ensemble import is_manifest
+        from engine.evaluation.ensemble import is_manifest
 
         if not is_manifest(arguments.manifest):
             print(f"error: {arguments.manifest}: not an ensemble manifest (for one checkpoint: main.py evaluate)",
@@ -467,8 +468,8 @@ def _ensemble(arguments: argparse.Namespace) -> int:
             return EXIT_USAGE
         return _evaluate(arguments, model=arguments.manifest)
     if arguments.soup:
-        from engine.ensemble import load_validation_split
-        from engine.soup import greedy_soup, uniform_soup
+        from engine.evaluation.ensemble import load_validation_split
+        from engine.evaluation.soup import greedy_soup, uniform_soup
 
         if arguments.soup == "uniform":
             soup = uniform_soup(arguments.checkpoints, arguments.out)
@@ -494,8 +495,8 @@ def _ensemble(arguments: argparse.Namespace) -> int:
 
 
 def _cam(arguments: argparse.Namespace) -> int:
-    from engine.atomic import atomic_write
-    from engine.gradcam import class_activation_map, overlay
+    from engine.core.atomic import atomic_write
+    from engine.evaluation.gradcam import class_activation_map, overlay
 
     activation = class_activation_map(arguments.model, arguments.image, device=arguments.device)
     if arguments.class_name is not None and arguments.class_name != activation.class_name:
@@ -516,7 +517,7 @@ def _cam(arguments: argparse.Namespace) -> int:
 
 
 def _search(arguments: argparse.Namespace) -> int:
-    from engine.search import run_search
+    from engine.search.run import run_search
 
     given = any((arguments.config, arguments.set, arguments.backbone, arguments.mode, arguments.epochs, arguments.lr,
                  arguments.batch_size))
@@ -534,7 +535,7 @@ def _search(arguments: argparse.Namespace) -> int:
 
 
 def _config(arguments: argparse.Namespace) -> int:
-    from engine.config import RunConfig, load_config, to_yaml
+    from engine.core.config import RunConfig, load_config, to_yaml
 
     if arguments.default:
         sys.stdout.write(to_yaml(RunConfig()))
@@ -547,7 +548,7 @@ def _config(arguments: argparse.Namespace) -> int:
 def _doctor(arguments: argparse.Namespace) -> int:
     import textwrap
 
-    from engine.doctor import list_checks
+    from engine.training.doctor import list_checks
 
     for check in list_checks():
         print(f"{check.name}  ({check.title})")
@@ -556,7 +557,7 @@ def _doctor(arguments: argparse.Namespace) -> int:
 
 
 def _backbones(arguments: argparse.Namespace) -> int:
-    from engine.backbones import describe_backbone, list_backbones
+    from engine.models.backbones import describe_backbone, list_backbones
 
     names = list_backbones(arguments.pattern) if arguments.pattern else [
         provider.backbone for provider in _offline_providers()
@@ -572,7 +573,7 @@ def _backbones(arguments: argparse.Namespace) -> int:
 
 
 def _offline_providers() -> list[WeightsProvider]:
-    from engine.weights import list_weights_providers
+    from engine.models.weights import list_weights_providers
 
     return [provider for provider in list_weights_providers() if provider.is_available()]
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
 
-from engine.config import AugmentConfig
-from engine.errors import ConfigError
+from engine.core.config import AugmentConfig
+from engine.core.errors import ConfigError
 
 
 def create_mixup(augment: AugmentConfig, num_classes: int, label_smoothing: float = 0.0) -> Mixup | None:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import albumentations as A
 import cv2
 
-from engine.config import RANDOM_POLICIES
-from engine.errors import ConfigError
+from engine.core.config import RANDOM_POLICIES
+from engine.core.errors import ConfigError
 
 # Largest change of each operation, reached at magnitude 1 (torchvision's RandAugment).
 _MAX_ROTATE_DEGREES = 30.0

@@ -27,11 +27,11 @@ from augment.transforms import (
     create_train_transform,
     resolve_controls,
 )
-from engine.backbones import DataSettings
-from engine.config import AugmentConfig
-from engine.dataset import discover_dataset
-from engine.errors import DatasetError
-from engine.images import load_rgb, to_rgb
+from engine.core.config import AugmentConfig
+from engine.core.errors import DatasetError
+from engine.data.discovery import discover_dataset
+from engine.data.images import load_rgb, to_rgb
+from engine.data.settings import DataSettings
 
 DEFAULT_SETTINGS = DataSettings(
     input_size=(3, 224, 224), mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
@@ -131,7 +131,7 @@ def preview_dataset(
     Mixed pairs are captioned with class names.
 
     Args:
-        data_path: a dataset folder or CSV, as ``engine.dataset.discover_dataset`` reads.
+        data_path: a dataset folder or CSV, as ``engine.data.discovery.discover_dataset`` reads.
         config: the augmentation to show.
         n: augmented copies in all, >= 1.
         settings: the backbone's data settings; None uses ``DEFAULT_SETTINGS``.

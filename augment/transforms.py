@@ -23,9 +23,9 @@ from timm.data import create_transform
 from torch.utils.data import get_worker_info
 
 from augment.policies import Transform, create_random_policy
-from engine.backbones import DataSettings
-from engine.config import AugmentConfig
-from engine.errors import ConfigError
+from engine.core.config import AugmentConfig
+from engine.core.errors import ConfigError
+from engine.data.settings import DataSettings
 
 # Bump when the pipeline built from the same controls changes, so that cached
 # features of augmented views are recomputed rather than reused.

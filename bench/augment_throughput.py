@@ -21,10 +21,10 @@ from torchvision.transforms import InterpolationMode, v2
 
 from augment import create_train_transform, get_preset
 from augment.preview import DEFAULT_SETTINGS
-from engine.backbones import DataSettings
-from engine.config import AugmentConfig
-from engine.data import ImageDataset, collate_decoded
-from engine.images import IMAGE_SUFFIXES
+from engine.core.config import AugmentConfig
+from engine.data.images import IMAGE_SUFFIXES
+from engine.data.loading import ImageDataset, collate_decoded
+from engine.data.settings import DataSettings
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from augment import create_eval_transform
-from engine.backbones import classifier_of, create_model
-from engine.data import FeatureBatches
-from engine.device import plan_device
-from engine.features import FeatureCache, FeatureView, extract_features
-from engine.prepare import prepare_dataset
+from engine.core.device import plan_device
+from engine.data.loading import FeatureBatches
+from engine.data.prepare import prepare_dataset
+from engine.models.backbones import classifier_of, create_model
+from engine.models.features import FeatureCache, FeatureView, extract_features
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 

@@ -18,12 +18,12 @@ import torch
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 
-from engine.backbones import create_model
-from engine.callbacks import EventReporter, LRSchedule, MetricsRecorder, StopWatcher
-from engine.config import RunConfig
-from engine.device import DevicePlan, plan_device
-from engine.loop import Loop
-from engine.runfolder import RunFolder
+from engine.core.config import RunConfig
+from engine.core.device import DevicePlan, plan_device
+from engine.models.backbones import create_model
+from engine.training.callbacks import EventReporter, LRSchedule, MetricsRecorder, StopWatcher
+from engine.training.loop import Loop
+from engine.training.runfolder import RunFolder
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 

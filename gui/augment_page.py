@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (
 )
 
 from augment import AugmentControls, get_preset, list_presets, resolve_controls
-from engine.config import RANDOM_POLICIES, RunConfig
-from engine.errors import ConfigError
+from engine.core.config import RANDOM_POLICIES, RunConfig
+from engine.core.errors import ConfigError
 from gui.config_state import ConfigState
 from gui.fields import (
     OFF_TEXT,

@@ -1,6 +1,6 @@
 """The backbone picker: a searchable table of timm backbones and the weights they start from.
 
-Names come from ``engine.backbones.list_backbones`` at once; parameter counts, input sizes
+Names come from ``engine.models.backbones.list_backbones`` at once; parameter counts, input sizes
 and weight sources need a model built on the meta device (~0.1 s each), so they are
 filled in a pool thread for the rows on screen only, and a new search cancels that work.
 """
@@ -34,10 +34,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.backbones import WEIGHTS_AUTO, WEIGHTS_HUB, WEIGHTS_NONE, BackboneInfo, describe_backbone, list_backbones
-from engine.config import RunConfig
-from engine.errors import TransferStudioError
-from engine.weights import WEIGHT_FILE_SUFFIXES, list_weights_providers
+from engine.core.config import RunConfig
+from engine.core.errors import TransferStudioError
+from engine.models.backbones import (
+    WEIGHTS_AUTO,
+    WEIGHTS_HUB,
+    WEIGHTS_NONE,
+    BackboneInfo,
+    describe_backbone,
+    list_backbones,
+)
+from engine.models.weights import WEIGHT_FILE_SUFFIXES, list_weights_providers
 from gui.config_state import ConfigState
 from gui.fields import TextField
 from gui.style import ok_color

@@ -1,7 +1,7 @@
 """The class activation map (Grad-CAM) of one image: the picture and where the model found its evidence.
 
 The Evaluate page embeds a ``CamPanel`` and calls ``show_image`` whenever an image is
-chosen. Maps are computed on the thread pool by ``engine.gradcam``; a result that a
+chosen. Maps are computed on the thread pool by ``engine.evaluation.gradcam``; a result that a
 newer request has superseded is dropped, so clicking through images never shows a stale map.
 """
 
@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.gradcam import ActivationMap, class_activation_map, overlay
+from engine.evaluation.gradcam import ActivationMap, class_activation_map, overlay
 from gui.message_panel import MessagePanel
 from gui.preview_view import FittedImage
 from gui.style import ok_color, severity_color

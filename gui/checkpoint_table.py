@@ -22,7 +22,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QPalette
 
-from engine.catalog import ModelEntry
+from engine.evaluation.catalog import ModelEntry
 from gui.run_table import MODE_NAMES
 from gui.style import severity_color
 

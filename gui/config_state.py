@@ -12,8 +12,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.config import RunConfig, load_config, save_config
-from engine.errors import ConfigError
+from engine.core.config import RunConfig, load_config, save_config
+from engine.core.errors import ConfigError
 
 
 class ConfigState(QObject):

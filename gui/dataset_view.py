@@ -15,10 +15,10 @@ from PySide6.QtCore import QByteArray, QDataStream, QIODevice, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFont
 from PySide6.QtWidgets import QLabel, QSplitter, QStackedWidget, QStyle, QVBoxLayout, QWidget
 
-from engine.errors import DatasetError
-from engine.exclusions import apply_exclusions, load_exclusions, save_exclusions
-from engine.health import FileRecord, HealthReport
-from engine.paths import project_dir_for
+from engine.core.errors import DatasetError
+from engine.core.paths import project_dir_for
+from engine.data.exclusions import apply_exclusions, load_exclusions, save_exclusions
+from engine.data.health import FileRecord, HealthReport
 from gui.class_table import ClassTable
 from gui.config_state import ConfigState
 from gui.fields import ERROR_STYLE

@@ -24,9 +24,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import RunConfig
-from engine.doctor import DoctorCheck, get_check
-from engine.errors import ConfigError
+from engine.core.config import RunConfig
+from engine.core.errors import ConfigError
+from engine.training.doctor import DoctorCheck, get_check
 from gui.config_state import ConfigState
 from gui.style import ok_color, severity_color
 

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.catalog import ModelEntry, ensembles_folder
+from engine.evaluation.catalog import ModelEntry, ensembles_folder
 from gui.checkpoint_table import CheckpointTableModel
 from gui.command_runner import CommandRunner
 from gui.style import severity_color

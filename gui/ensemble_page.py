@@ -30,10 +30,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.catalog import ModelEntry, list_models
-from engine.config import RunConfig
-from engine.ensemble import EnsembleManifest, load_manifest
-from engine.paths import project_dir_for
+from engine.core.config import RunConfig
+from engine.core.paths import project_dir_for
+from engine.evaluation.catalog import ModelEntry, list_models
+from engine.evaluation.ensemble import EnsembleManifest, load_manifest
 from gui.checkpoint_table import CheckpointSortProxy, CheckpointTableModel
 from gui.config_state import ConfigState
 from gui.ensemble_builder import EnsembleBuilder

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.errors import TransferStudioError
+from engine.core.errors import TransferStudioError
 
 HEADERS = ("Model", "Top-1", "Log-loss", "ECE")
 _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter

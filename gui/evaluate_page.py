@@ -16,9 +16,9 @@ from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFont
 from PySide6.QtWidgets import QLabel, QStackedWidget, QStyle, QVBoxLayout, QWidget
 
-from engine.catalog import ModelEntry
-from engine.config import RunConfig
-from engine.paths import project_dir_for
+from engine.core.config import RunConfig
+from engine.core.paths import project_dir_for
+from engine.evaluation.catalog import ModelEntry
 from gui.command_runner import CommandRunner
 from gui.config_state import ConfigState
 from gui.evaluation_controls import SPLITS, EvaluationControls

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.catalog import ModelEntry
+from engine.evaluation.catalog import ModelEntry
 from gui.evaluation_reports import missing_splits
 from gui.model_chooser import ModelChooser
 from gui.workers import Worker, run_in_thread_pool

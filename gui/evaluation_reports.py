@@ -11,11 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.catalog import ModelEntry
-from engine.checkpoint import read_checkpoint_metadata
-from engine.config import DataConfig, RunConfig
-from engine.dataset import SPLIT_FOLDER_NAMES
-from engine.errors import TransferStudioError
+from engine.core.config import DataConfig, RunConfig
+from engine.core.errors import TransferStudioError
+from engine.data.discovery import SPLIT_FOLDER_NAMES
+from engine.evaluation.catalog import ModelEntry
+from engine.models.checkpoint import read_checkpoint_metadata
 
 EVALUATIONS_FOLDER = "evaluations"
 _REQUIRED_KEYS = ("classes", "summary", "confusion", "per_class", "reliability", "top_losses")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QGridLayout, QGroupBox, QLabel, QWidget
 
-from engine.export import EXPORT_FORMATS
+from engine.export.exporter import EXPORT_FORMATS
 from gui.style import secondary_label
 
 FORMAT_TITLES = {"onnx": "ONNX", "torchscript": "TorchScript", "timm": "timm folder"}

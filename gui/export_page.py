@@ -31,12 +31,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.catalog import ModelEntry
-from engine.checkpoint import read_checkpoint_metadata
-from engine.errors import TransferStudioError
-from engine.export import PARITY_TOLERANCE
-from engine.export_formats import MIN_OPSET, require_onnx_packages, timm_head_problem
-from engine.paths import project_dir_for
+from engine.core.errors import TransferStudioError
+from engine.core.paths import project_dir_for
+from engine.evaluation.catalog import ModelEntry
+from engine.export.exporter import PARITY_TOLERANCE
+from engine.export.formats import MIN_OPSET, require_onnx_packages, timm_head_problem
+from engine.models.checkpoint import read_checkpoint_metadata
 from gui.command_runner import CommandRunner
 from gui.config_state import ConfigState
 from gui.export_formats_picker import FORMAT_TITLES, FormatPicker
@@ -46,7 +46,7 @@ from gui.model_chooser import ModelChooser
 from gui.style import secondary_label, severity_color
 from gui.workers import Worker, bound_to, run_in_thread_pool
 
-# The engine's rule (engine.export refuses a timm folder for any manifest), in the page's words.
+# The engine's rule (engine.export.exporter refuses a timm folder for any manifest), in the page's words.
 ENSEMBLE_TIMM_REASON = ("an ensemble has no timm form: a timm folder holds one model, while ONNX and TorchScript "
                         "hold the whole ensemble as one graph")
 # The newest opset torch 2.13's ONNX exporter writes (MIN_OPSET is the oldest).

@@ -31,13 +31,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.export import PREDICT_SCRIPT
-from engine.export_formats import ONNX_FILE, TORCHSCRIPT_FILE
+from engine.export.exporter import PREDICT_SCRIPT
+from engine.export.formats import ONNX_FILE, TORCHSCRIPT_FILE
 from gui.export_formats_picker import FORMAT_TITLES
 from gui.style import ok_color, severity_color
 from gui.train_page import ElidedLabel
 
-# What engine.export_formats.write_metadata names the metadata inside each format folder.
+# What engine.export.formats.write_metadata names the metadata inside each format folder.
 METADATA_FILE = "metadata.json"
 PASSED, FAILED = "✓", "✗"
 

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import RunConfig
+from engine.core.config import RunConfig
 from gui.config_state import ConfigState
 
 OFF_TEXT = "off"  # what an optional control shows when its step does not run

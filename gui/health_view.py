@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.health import HealthReport, Problem
+from engine.data.health import HealthReport, Problem
 from gui.style import ok_color, severity_color
 
 # Plain-language titles, in the order groups of equal severity are listed.

@@ -15,7 +15,7 @@ from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, QSize, Q
 from PySide6.QtGui import QGuiApplication, QPainter, QPaintEvent, QPalette, QResizeEvent
 from PySide6.QtWidgets import QAbstractItemView, QListView, QStyle, QWidget
 
-from engine.health import FileRecord
+from engine.data.health import FileRecord
 from gui.style import severity_color
 from gui.thumbnails import FAILED, REASON_ROLE, STATUS_ROLE, THUMBNAIL_SIDE, ThumbnailModel
 

@@ -16,9 +16,9 @@ from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from engine.config import RunConfig
-from engine.paths import project_dir_for
-from engine.runfolder import new_run_dir
+from engine.core.config import RunConfig
+from engine.core.paths import project_dir_for
+from engine.training.runfolder import new_run_dir
 from gui.config_state import ConfigState
 from gui.fields import ERROR_STYLE
 from gui.recipes import format_rate

@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.errors import ConfigError
-from engine.health import HealthReport
+from engine.core.errors import ConfigError
+from engine.data.health import HealthReport
 from gui import settings as ui_settings
 from gui.augment_page import AugmentPage
 from gui.config_state import ConfigState

@@ -1,6 +1,6 @@
 """A combo box of the project's models (checkpoints and ensembles) with a Browse button.
 
-The list comes from ``engine.catalog.list_models`` on a pool thread, so opening a
+The list comes from ``engine.evaluation.catalog.list_models`` on a pool thread, so opening a
 project with many runs never stalls the window. Each item shows the run, the
 checkpoint's name and its validation accuracy; Browse adds any checkpoint, run
 folder or manifest from elsewhere.
@@ -14,9 +14,9 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QPushButton, QSizePolicy, QWidget
 
-from engine.catalog import ModelEntry, describe_checkpoint, describe_manifest, list_models
-from engine.checkpoint import resolve_checkpoint_path
-from engine.errors import TransferStudioError
+from engine.core.errors import TransferStudioError
+from engine.evaluation.catalog import ModelEntry, describe_checkpoint, describe_manifest, list_models
+from engine.models.checkpoint import resolve_checkpoint_path
 from gui.workers import Worker, bound_to, run_in_thread_pool
 
 KINDS = ("checkpoint", "ensemble")

@@ -27,9 +27,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.backbones import describe_stages
-from engine.config import ACTIVATIONS, CLASS_BALANCE, MODES, MONITORS, SCHEDULES, RunConfig
-from engine.health import HealthReport
+from engine.core.config import ACTIVATIONS, CLASS_BALANCE, MODES, MONITORS, SCHEDULES, RunConfig
+from engine.data.health import HealthReport
+from engine.models.backbones import describe_stages
 from gui.backbone_picker import BackbonePicker
 from gui.config_state import ConfigState
 from gui.fields import (

@@ -30,11 +30,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.catalog import ModelEntry
-from engine.health_report import FileRecord
-from engine.images import IMAGE_SUFFIXES
-from engine.paths import project_dir_for
-from engine.predict import write_predictions_csv
+from engine.core.paths import project_dir_for
+from engine.data.health_report import FileRecord
+from engine.data.images import IMAGE_SUFFIXES
+from engine.evaluation.catalog import ModelEntry
+from engine.evaluation.predict import write_predictions_csv
 from gui.config_state import ConfigState
 from gui.message_panel import MessagePanel
 from gui.model_chooser import ModelChooser

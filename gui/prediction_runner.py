@@ -17,10 +17,10 @@ from typing import NamedTuple
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.ensemble import ProbabilityModel, load_probability_model
-from engine.errors import DatasetError
-from engine.health_report import FileRecord
-from engine.predict import Prediction, collect_image_paths
+from engine.core.errors import DatasetError
+from engine.data.health_report import FileRecord
+from engine.evaluation.ensemble import ProbabilityModel, load_probability_model
+from engine.evaluation.predict import Prediction, collect_image_paths
 from gui.prediction_view import MAX_TOP_K, PredictionModel
 from gui.workers import Worker, bound_to, run_in_thread_pool
 

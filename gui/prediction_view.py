@@ -36,8 +36,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.health_report import FileRecord
-from engine.predict import Prediction
+from engine.data.health_report import FileRecord
+from engine.evaluation.predict import Prediction
 from gui.style import bar_color, severity_color
 from gui.thumbnails import THUMBNAIL_SIDE, ThumbnailModel
 

@@ -30,9 +30,10 @@ from PySide6.QtWidgets import (
 )
 
 from augment import preview_dataset
-from engine.backbones import DataSettings, create_model, resolve_data_settings
-from engine.config import AugmentConfig, RunConfig
-from engine.errors import ConfigError
+from engine.core.config import AugmentConfig, RunConfig
+from engine.core.errors import ConfigError
+from engine.models.backbones import create_model
+from engine.data.settings import DataSettings, resolve_data_settings
 from gui.config_state import ConfigState
 from gui.message_panel import MessagePanel
 from gui.style import severity_color
@@ -84,7 +85,7 @@ def backbone_data_settings(backbone: str, input_size: int | None) -> DataSetting
     Cached per (backbone, input size): building a large model takes seconds.
 
     Raises:
-        engine.errors.BackboneUnavailable: an unknown backbone.
+        engine.core.errors.BackboneUnavailable: an unknown backbone.
         ConfigError: an input size the backbone does not accept.
     """
     loaded = create_model(backbone, num_classes=2, weights="none")
@@ -97,7 +98,7 @@ def draw_preview(
     """Draw the preview grid of ``request``; runs on a worker thread (``progress`` and ``should_abort`` unused).
 
     Raises:
-        engine.errors.TransferStudioError: no usable dataset, backbone or augmentation.
+        engine.core.errors.TransferStudioError: no usable dataset, backbone or augmentation.
     """
     settings = backbone_data_settings(request.backbone, request.input_size)
     return preview_dataset(request.data_path, request.augment, request.count, settings=settings, seed=request.seed)

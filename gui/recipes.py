@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from engine.config import MODES
-from engine.health import HealthReport
+from engine.core.config import MODES
+from engine.data.health import HealthReport
 
 # Usable images per class (averaged over the classes that have any) that separate
 # small, medium and large datasets.
@@ -58,7 +58,7 @@ def recommended_recipe(mode: str, report: HealthReport | None) -> dict[str, Any]
     class-weighted loss when the largest class is at least 3 times the smallest.
 
     Args:
-        mode: one of ``engine.config.MODES``.
+        mode: one of ``engine.core.config.MODES``.
         report: the dataset's health report, or None before a scan (a medium dataset is assumed).
 
     Raises:

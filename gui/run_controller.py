@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, Qt, QTimer, Signal
 
-from engine.runfolder import EventTail, RunFolder
+from engine.training.runfolder import EventTail, RunFolder
 
 MAIN_SCRIPT = Path(__file__).resolve().parents[1] / "main.py"
 TERMINAL_EVENTS = {

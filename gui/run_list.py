@@ -15,11 +15,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError
-from engine.runfolder import RunFolder
+from engine.core.errors import ConfigError
+from engine.training.runfolder import RunFolder
 
 RUNS_FOLDER = "runs"
-FOLDER_STAMP_FORMAT = "%Y%m%d-%H%M%S"  # the prefix engine.runfolder.new_run_dir gives run folders
+FOLDER_STAMP_FORMAT = "%Y%m%d-%H%M%S"  # the prefix engine.training.runfolder.new_run_dir gives run folders
 _STAMP_LENGTH = len("20260101-000000")
 TERMINAL_STATES = {"run_finished": "finished", "run_cancelled": "cancelled", "run_failed": "failed"}
 # How much of events.jsonl is read at first to find its last line; doubled while the line is longer.

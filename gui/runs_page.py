@@ -36,9 +36,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.errors import ConfigError
-from engine.paths import project_dir_for
-from engine.runfolder import RunFolder
+from engine.core.errors import ConfigError
+from engine.core.paths import project_dir_for
+from engine.training.runfolder import RunFolder
 from gui.config_state import ConfigState
 from gui.message_panel import MessagePanel
 from gui.run_controller import RunController

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
-from engine.errors import TransferStudioError
-from engine.health import HealthReport, ScanAborted, scan_dataset
-from engine.paths import project_dir_for
+from engine.core.errors import TransferStudioError
+from engine.core.paths import project_dir_for
+from engine.data.health import HealthReport, ScanAborted, scan_dataset
 from gui.workers import Worker
 
 logger = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ def scan_and_save(
     just neither cached nor saved.
 
     Raises:
-        engine.errors.DatasetError: the folder cannot be used.
-        engine.health.ScanAborted: ``should_abort()`` returned True.
+        engine.core.errors.DatasetError: the folder cannot be used.
+        engine.data.health.ScanAborted: ``should_abort()`` returned True.
     """
     project_dir = _writable_project_dir(path)
     cache_file = project_dir / SCAN_CACHE_NAME if project_dir is not None else None

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from engine.config import (
+from engine.core.config import (
     ACTIVATIONS,
     AUGMENT_PRESETS,
     CLASS_BALANCE,

@@ -24,12 +24,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import RunConfig, load_config, save_config
-from engine.errors import ConfigError
-from engine.runfolder import RunFolder
-from engine.search import check_search_settings
-from engine.search_space import resolve_space
-from engine.search_study import check_study_name, searches_dir
+from engine.core.config import RunConfig, load_config, save_config
+from engine.core.errors import ConfigError
+from engine.search.run import check_search_settings
+from engine.search.space import resolve_space
+from engine.search.study import check_study_name, searches_dir
+from engine.training.runfolder import RunFolder
 from gui.config_state import ConfigState
 from gui.run_controller import RunController
 from gui.search_progress import TRIALS_FILE, SearchProgress, describe_trial, load_study

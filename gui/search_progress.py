@@ -12,10 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.config import SearchParameter
-from engine.runfolder import read_events
-from engine.search_report import LOST_REASON, TrialRecord, best_record
-from engine.search_space import format_value, space_from_dicts
+from engine.core.config import SearchParameter
+from engine.search.report import LOST_REASON, TrialRecord, best_record
+from engine.search.space import format_value, space_from_dicts
+from engine.training.runfolder import read_events
 
 STAGES = ("coarse", "fine")
 COUNTED_STATES = ("complete", "pruned", "failed")  # a trial in one of these spent its stage's budget

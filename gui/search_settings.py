@@ -14,8 +14,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QComboBox, QGridLayout, QGroupBox, QLabel, QLineEdit, QPushButton, QSpinBox, QWidget
 
-from engine.config import SEARCH_METRICS
-from engine.search_study import default_study_name
+from engine.core.config import SEARCH_METRICS
+from engine.search.study import default_study_name
 from gui.config_state import ConfigState
 from gui.fields import ChoiceField, IntegerField
 from gui.search_progress import list_studies

@@ -25,8 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import RunConfig, SearchParameter
-from engine.search_space import resolve_space
+from engine.core.config import RunConfig, SearchParameter
+from engine.search.space import resolve_space
 from gui.config_state import ConfigState
 from gui.fields import ERROR_STYLE, help_text
 from gui.search_fields import (

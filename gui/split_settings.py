@@ -1,7 +1,7 @@
 """How a dataset is split for training: validation and test shares, the split seed, and the counts they give.
 
 The fields are bound to the run configuration; the counts come from the engine's own
-split of the usable images (``engine.prepare.split_records``), redone when a setting
+split of the usable images (``engine.data.prepare.split_records``), redone when a setting
 changes. For pre-split data the folders decide, and the shares they override are disabled.
 """
 
@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
-from engine.config import RunConfig
-from engine.dataset import SPLITS
-from engine.health import FileRecord
-from engine.prepare import split_records
+from engine.core.config import RunConfig
+from engine.data.discovery import SPLITS
+from engine.data.health import FileRecord
+from engine.data.prepare import split_records
 from gui.config_state import ConfigState
 from gui.fields import FractionField, IntegerField, field_form
 

@@ -39,8 +39,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.health import FileRecord
-from engine.images import ImageFileError, load_rgb
+from engine.data.health import FileRecord
+from engine.data.images import ImageFileError, load_rgb
 from gui.health_view import FileActions
 from gui.style import severity_color
 from gui.workers import Worker

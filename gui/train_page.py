@@ -29,9 +29,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import RunConfig, save_config
-from engine.paths import project_dir_for
-from engine.runfolder import RunFolder, new_run_dir
+from engine.core.config import RunConfig, save_config
+from engine.core.paths import project_dir_for
+from engine.training.runfolder import RunFolder, new_run_dir
 from gui.config_state import ConfigState
 from gui.curves import TrainingCurves
 from gui.doctor_panel import DoctorPanel

@@ -17,8 +17,8 @@ from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from engine.config import SearchParameter
-from engine.search_report import TrialRecord
+from engine.core.config import SearchParameter
+from engine.search.report import TrialRecord
 from gui.search_progress import describe_trial
 from gui.style import is_dark
 

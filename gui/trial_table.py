@@ -14,8 +14,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
-from engine.search_report import TrialRecord
-from engine.search_space import format_value
+from engine.search.report import TrialRecord
+from engine.search.space import format_value
 from gui.search_progress import short_name
 from gui.style import ok_color, severity_color
 

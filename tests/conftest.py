@@ -94,8 +94,8 @@ def _repository_unchanged() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished feature-extraction run on a copy of the bundled demo with default settings (real Lite0 weights)."""
-    from engine.config import RunConfig
-    from engine.train import train
+    from engine.core.config import RunConfig
+    from engine.training.train import train
 
     demo = copy_whole_demo(tmp_path_factory.mktemp("demo") / "photos")
     run_dir = demo.parent / "run"
@@ -114,11 +114,11 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     from demo_photos import copy_demo
 
-    from engine.catalog import ensembles_folder
-    from engine.config import RunConfig
-    from engine.ensemble import build_manifest, save_manifest
-    from engine.paths import project_dir_for
-    from engine.train import train
+    from engine.core.config import RunConfig
+    from engine.core.paths import project_dir_for
+    from engine.evaluation.catalog import ensembles_folder
+    from engine.evaluation.ensemble import build_manifest, save_manifest
+    from engine.training.train import train
 
     data = copy_demo(tmp_path_factory.mktemp("project") / "photos", classes=4, per_class=25)
     project = project_dir_for(data)

@@ -24,15 +24,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine.atomic import atomic_write_bytes
-from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.config import RunConfig, load_config, save_config
-from engine.evaluate import evaluate_probabilities
-from engine.features import FeatureCache
-from engine.health_report import HealthReport, load_report
-from engine.report import REPORT_FILES, write_report
-from engine.runfolder import RunFolder, read_events
-from engine.search_trial import SearchEvents
+from engine.core.atomic import atomic_write_bytes
+from engine.core.config import RunConfig, load_config, save_config
+from engine.data.health_report import HealthReport, load_report
+from engine.evaluation.evaluate import evaluate_probabilities
+from engine.evaluation.report import REPORT_FILES, write_report
+from engine.models.checkpoint import load_checkpoint, save_checkpoint
+from engine.models.features import FeatureCache
+from engine.search.trial import SearchEvents
+from engine.training.runfolder import RunFolder, read_events
 
 REPO = Path(__file__).resolve().parents[1]
 # The largest file the failing child may write; each site's new content is at least twice as

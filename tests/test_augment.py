@@ -20,9 +20,9 @@ from augment import (
     list_presets,
     resolve_controls,
 )
-from engine.backbones import DataSettings
-from engine.config import AUGMENT_PRESETS, AugmentConfig
-from engine.errors import ConfigError
+from engine.core.config import AUGMENT_PRESETS, AugmentConfig
+from engine.core.errors import ConfigError
+from engine.data.settings import DataSettings
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

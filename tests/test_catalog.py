@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.catalog import describe_checkpoint, describe_manifest, list_models
-from engine.paths import project_dir_for
+from engine.core.paths import project_dir_for
+from engine.evaluation.catalog import describe_checkpoint, describe_manifest, list_models
 
 
 def test_lists_every_checkpoint_newest_run_first_then_ensembles(demo_project: Path) -> None:

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from demo_photos import copy_demo
 
-from engine.config import RunConfig
-from engine.loop import Callback, LoopState
-from engine.losses import create_loss
-from engine.setup import build_training, prepare_run_data
-from engine.train import RunResult, train
+from engine.core.config import RunConfig
+from engine.training.loop import Callback, LoopState
+from engine.training.losses import create_loss
+from engine.training.setup import build_training, prepare_run_data
+from engine.training.train import RunResult, train
 
 TRAIN_COUNTS = {"ankle_boot": 4, "sandal": 4, "sneaker": 35}  # class index order: sorted names
 VAL_PER_CLASS = 15

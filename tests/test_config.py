@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.config import RunConfig, load_config, parse_override, save_config, to_yaml
-from engine.errors import ConfigError
+from engine.core.config import RunConfig, load_config, parse_override, save_config, to_yaml
+from engine.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

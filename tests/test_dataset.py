@@ -1,4 +1,4 @@
-"""engine.dataset: discovering the three layouts on real folders, and the stratified split."""
+"""engine.data.discovery: discovering the three layouts on real folders, and the stratified split."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from imagefactory import draw, make_class_folders, write_bytes
 
-from engine.dataset import Sample, discover_dataset, split_samples
-from engine.errors import ConfigError, DatasetError
+from engine.core.errors import ConfigError, DatasetError
+from engine.data.discovery import Sample, discover_dataset, split_samples
 
 
 def test_class_folders_list_every_file_and_ignore_hidden_and_loose_files(tmp_path: Path) -> None:

@@ -14,14 +14,14 @@ import torch
 from demo_photos import copy_demo
 from imagefactory import truncate
 
-from engine.config import RunConfig
-from engine.evaluate import evaluate
-from engine.loop import Callback, LoopState
-from engine.predict import Predictor
-from engine.runfolder import RunFolder, read_events
-from engine.setup import build_training, prepare_run_data
-from engine.train import train
-from engine.tta import TestTimeAugmentation
+from engine.core.config import RunConfig
+from engine.evaluation.evaluate import evaluate
+from engine.evaluation.predict import Predictor
+from engine.evaluation.tta import TestTimeAugmentation
+from engine.training.loop import Callback, LoopState
+from engine.training.runfolder import RunFolder, read_events
+from engine.training.setup import build_training, prepare_run_data
+from engine.training.train import train
 
 
 class DamageBeforeFit(Callback):

@@ -1,6 +1,6 @@
 """Distributed data-parallel training: real torchrun, two Gloo workers on the CPU, the real ``main.py train``.
 
-Each run is launched the way ``main.py train --nproc 2`` launches it (``engine.distributed.launch_training``
+Each run is launched the way ``main.py train --nproc 2`` launches it (``engine.training.distributed.launch_training``
 in a child process, which runs torchrun over ``main.py``), on real demo photos.
 """
 
@@ -20,20 +20,20 @@ import torch
 from demo_photos import copy_demo
 from torch.utils.data import DistributedSampler
 
-from engine.checkpoint import load_checkpoint
-from engine.config import RunConfig, save_config
-from engine.data import DistributedWeightedSampler, FeatureBatches
-from engine.distributed import LaunchOptions, launch_training, torchrun_arguments, worker_arguments
-from engine.errors import CheckpointError, ConfigError
-from engine.paths import project_dir_for
-from engine.predict import Predictor
-from engine.runfolder import RunFolder, read_events
-from engine.schedules import scaled_learning_rate
-from engine.setup import batch_scale, prepare_run_data
+from engine.core.config import RunConfig, save_config
+from engine.core.errors import CheckpointError, ConfigError
+from engine.core.paths import project_dir_for
+from engine.data.loading import DistributedWeightedSampler, FeatureBatches
+from engine.evaluation.predict import Predictor
+from engine.models.checkpoint import load_checkpoint
+from engine.training.distributed import LaunchOptions, launch_training, torchrun_arguments, worker_arguments
+from engine.training.runfolder import RunFolder, read_events
+from engine.training.schedules import scaled_learning_rate
+from engine.training.setup import batch_scale, prepare_run_data
 
 ROOT = Path(__file__).resolve().parents[1]
-# What main.py's train handler does with --nproc 2, for scripts other than main.py that call engine.train.
-LAUNCHER = ("import sys\nfrom engine.distributed import LaunchOptions, launch_training\n"
+# What main.py's train handler does with --nproc 2, for scripts other than main.py that call engine.training.train.
+LAUNCHER = ("import sys\nfrom engine.training.distributed import LaunchOptions, launch_training\n"
             "sys.exit(launch_training(LaunchOptions(nproc=2), sys.argv[1], [*sys.argv[2:], '--nproc', '2'],"
             " run_dir=None))")
 FEATURES = ("--epochs", "3", "--batch-size", "8", "--lr", "0.01", "--set", "data.num_workers=0",
@@ -121,9 +121,9 @@ import sys
 import torch
 import torch.distributed as dist
 
-from engine.config import load_config
-from engine.loop import Callback
-from engine.train import train
+from engine.core.config import load_config
+from engine.training.loop import Callback
+from engine.training.train import train
 
 
 class SameWeightsEverywhere(Callback):
@@ -146,7 +146,7 @@ train(load_config(sys.argv[1]), sys.argv[2], callbacks=[SameWeightsEverywhere()]
 
 @pytest.mark.slow
 def test_gradual_unfreezing_keeps_ranks_in_sync(data: Path, tmp_path: Path) -> None:
-    """engine.train.train under torchrun, as a search trial would call it; DDP is rebuilt as stages unfreeze."""
+    """training.train.train under torchrun, as a search trial would call it; DDP is rebuilt as stages unfreeze."""
     script = tmp_path / "sync_check.py"
     script.write_text(SYNC_CHECK, encoding="utf-8")
     config = RunConfig().with_changes(**{

@@ -22,11 +22,14 @@ from PIL import Image
 from timm.optim import create_optimizer_v2
 from torch import nn
 
-from engine.callbacks import LRSchedule, MetricsRecorder
-from engine.config import RunConfig
-from engine.data import FeatureBatches
-from engine.device import plan_device
-from engine.doctor import (
+from engine.core.config import RunConfig
+from engine.core.device import plan_device
+from engine.core.errors import ConfigError
+from engine.data.health import scan_dataset
+from engine.data.loading import FeatureBatches
+from engine.models.heads import create_head, install_head
+from engine.training.callbacks import LRSchedule, MetricsRecorder
+from engine.training.doctor import (
     DIAGNOSIS_EVENT,
     Diagnosis,
     DoctorCheck,
@@ -36,14 +39,11 @@ from engine.doctor import (
     list_checks,
     register_check,
 )
-from engine.doctor_checks import Divergence, nice_rate
-from engine.errors import ConfigError
-from engine.heads import create_head, install_head
-from engine.health import scan_dataset
-from engine.loop import Callback, Loop, LoopState
-from engine.losses import ClassificationLoss, create_loss
-from engine.schedules import create_scheduler
-from engine.setup import parameter_groups
+from engine.training.doctor_checks import Divergence, nice_rate
+from engine.training.loop import Callback, Loop, LoopState
+from engine.training.losses import ClassificationLoss, create_loss
+from engine.training.schedules import create_scheduler
+from engine.training.setup import parameter_groups
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 NUM_CLASSES = 10
@@ -83,7 +83,7 @@ class Events:
 
 
 def doctor_config(**changes: Any) -> RunConfig:
-    # Healthy heads measure update ratios up to ~0.05 (see engine.doctor_checks.UpdateRatio); 0.1 is the
+    # Healthy heads measure update ratios up to ~0.05 (see engine.training.doctor_checks.UpdateRatio); 0.1 is the
     # band's top the doctor was calibrated with.
     base = {"data.path": "unused"}
     return RunConfig().with_changes(**{**base, **changes})

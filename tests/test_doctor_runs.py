@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from demo_photos import copy_demo
 
-from engine.checkpoint import load_checkpoint
-from engine.config import RunConfig
-from engine.doctor import DIAGNOSIS_EVENT, Diagnosis
-from engine.runfolder import read_events
-from engine.train import RunResult, train
+from engine.core.config import RunConfig
+from engine.models.checkpoint import load_checkpoint
+from engine.training.doctor import DIAGNOSIS_EVENT, Diagnosis
+from engine.training.runfolder import read_events
+from engine.training.train import RunResult, train
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,10 @@ import pytest
 import torch
 from demo_photos import copy_demo
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.config import RunConfig
-from engine.ensemble import (
+from engine.core.config import RunConfig
+from engine.core.errors import CheckpointError, ConfigError
+from engine.data.prepare import prepare_dataset
+from engine.evaluation.ensemble import (
     Ensemble,
     accuracy,
     build_greedy_manifest,
@@ -28,11 +29,10 @@ from engine.ensemble import (
     log_loss,
     save_manifest,
 )
-from engine.errors import CheckpointError, ConfigError
-from engine.predict import Predictor
-from engine.prepare import prepare_dataset
-from engine.train import train
-from engine.tta import TestTimeAugmentation
+from engine.evaluation.predict import Predictor
+from engine.evaluation.tta import TestTimeAugmentation
+from engine.models.checkpoint import load_checkpoint, save_checkpoint
+from engine.training.train import train
 
 # Three short feature-extraction runs that differ in seed, head and learning rate.
 MEMBER_SETTINGS = (

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from demo_photos import copy_demo
 
-from engine.checkpoint import read_checkpoint_metadata
-from engine.config import RunConfig
-from engine.errors import ConfigError, DatasetError
-from engine.evaluate import evaluate, evaluate_command, evaluate_probabilities
-from engine.predict import Predictor
-from engine.prepare import prepare_dataset
-from engine.report import REPORT_FILES
-from engine.train import train
+from engine.core.config import RunConfig
+from engine.core.errors import ConfigError, DatasetError
+from engine.data.prepare import prepare_dataset
+from engine.evaluation.evaluate import evaluate, evaluate_command, evaluate_probabilities
+from engine.evaluation.predict import Predictor
+from engine.evaluation.report import REPORT_FILES
+from engine.models.checkpoint import read_checkpoint_metadata
+from engine.training.train import train
 
 CLASSES = ("ant", "bee", "cat", "dog", "eel")
 PATHS = [Path(f"/images/{index}.png") for index in range(5)]
@@ -166,7 +166,7 @@ def test_evaluate_command_writes_a_report_beside_the_run_and_fits_a_temperature(
 
 @pytest.mark.slow
 def test_an_ensemble_manifest_is_evaluated_with_each_member_beside_it(runs: tuple[Path, list[Path]]) -> None:
-    from engine.ensemble import build_manifest, save_manifest
+    from engine.evaluation.ensemble import build_manifest, save_manifest
 
     data, run_dirs = runs
     manifest = save_manifest(build_manifest(run_dirs), run_dirs[0].parent / "pair.json")

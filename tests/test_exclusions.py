@@ -1,4 +1,4 @@
-"""engine.exclusions on real folders: the saved list, and training splits that leave excluded images out."""
+"""engine.data.exclusions on real folders: the saved list, and training splits that leave excluded images out."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import torch
 from demo_photos import copy_demo
 from imagefactory import draw, make_class_folders
 
-from engine.config import RunConfig
-from engine.errors import DatasetError
-from engine.exclusions import EXCLUSIONS_NAME, apply_exclusions, load_exclusions, save_exclusions
-from engine.health import scan_dataset
-from engine.loop import Callback, LoopState
-from engine.paths import project_dir_for
-from engine.prepare import prepare_dataset, split_records
-from engine.runfolder import read_events
-from engine.setup import prepare_run_data
-from engine.train import train
+from engine.core.config import RunConfig
+from engine.core.errors import DatasetError
+from engine.core.paths import project_dir_for
+from engine.data.exclusions import EXCLUSIONS_NAME, apply_exclusions, load_exclusions, save_exclusions
+from engine.data.health import scan_dataset
+from engine.data.prepare import prepare_dataset, split_records
+from engine.training.loop import Callback, LoopState
+from engine.training.runfolder import read_events
+from engine.training.setup import prepare_run_data
+from engine.training.train import train
 
 
 def _every_path(prepared) -> set[Path]:

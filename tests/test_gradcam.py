@@ -11,15 +11,15 @@ import timm
 from demo_photos import DEMO, copy_demo
 from PIL import Image
 
-from engine.calibration import save_temperature
-from engine.config import RunConfig
-from engine.ensemble import Ensemble, build_manifest, save_manifest
-from engine.errors import ConfigError
-from engine.gradcam import ActivationMap, class_activation_map, find_target_layer, overlay
-from engine.images import ImageFileError
-from engine.paths import project_dir_for
-from engine.predict import Predictor
-from engine.train import train
+from engine.core.config import RunConfig
+from engine.core.errors import ConfigError
+from engine.core.paths import project_dir_for
+from engine.data.images import ImageFileError
+from engine.evaluation.calibration import save_temperature
+from engine.evaluation.ensemble import Ensemble, build_manifest, save_manifest
+from engine.evaluation.gradcam import ActivationMap, class_activation_map, find_target_layer, overlay
+from engine.evaluation.predict import Predictor
+from engine.training.train import train
 
 # One photo of each of four classes the demo model tells apart well.
 PHOTOS = [sorted((DEMO / name).glob("*.png"))[0] for name in ("trouser", "bag", "sneaker", "dress")]

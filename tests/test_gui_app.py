@@ -12,7 +12,7 @@ from PySide6.QtCore import QSettings, QSize
 from PySide6.QtWidgets import QApplication, QMessageBox
 from screenshots import SCREENSHOT_DIR
 
-from engine.checkpoint import load_checkpoint
+from engine.models.checkpoint import load_checkpoint
 from gui.main_window import MainWindow
 from gui.style import apply_style
 

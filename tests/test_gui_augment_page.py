@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QApplication
 from screenshots import SCREENSHOT_DIR
 
 from augment import preview_dataset
-from engine.config import RunConfig
+from engine.core.config import RunConfig
 from gui.augment_page import AugmentPage
 from gui.config_state import ConfigState
 from gui.fields import PairField

@@ -8,7 +8,7 @@ from demo_photos import DEMO
 from pytestqt.qtbot import QtBot
 from screenshots import SCREENSHOT_DIR
 
-from engine.paths import project_dir_for
+from engine.core.paths import project_dir_for
 from gui.cam_panel import EMPTY_TITLE, NO_MODEL_TITLE, CamPanel
 
 SCREENSHOTS = SCREENSHOT_DIR

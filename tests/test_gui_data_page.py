@@ -18,10 +18,10 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QApplication, QTreeWidgetItem
 from screenshots import SCREENSHOT_DIR
 
-from engine.exclusions import EXCLUSIONS_NAME
-from engine.health import HealthReport, scan_dataset
-from engine.paths import project_dir_for
-from engine.prepare import prepare_dataset
+from engine.core.paths import project_dir_for
+from engine.data.exclusions import EXCLUSIONS_NAME
+from engine.data.health import HealthReport, scan_dataset
+from engine.data.prepare import prepare_dataset
 from gui.class_table import ClassTableModel
 from gui.config_state import ConfigState
 from gui.dataset_view import DataPage, folder_url

@@ -18,9 +18,9 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import QApplication
 from screenshots import SCREENSHOT_DIR
 
-from engine.config import RunConfig
-from engine.paths import project_dir_for
-from engine.train import train
+from engine.core.config import RunConfig
+from engine.core.paths import project_dir_for
+from engine.training.train import train
 from gui.checkpoint_table import CheckpointTableModel
 from gui.config_state import ConfigState
 from gui.ensemble_page import EnsemblePage

@@ -15,7 +15,7 @@ from PySide6.QtCore import QPoint, Qt
 from pytestqt.qtbot import QtBot
 from screenshots import SCREENSHOT_DIR
 
-from engine.paths import project_dir_for
+from engine.core.paths import project_dir_for
 from gui.config_state import ConfigState
 from gui.evaluate_page import EvaluatePage
 from gui.evaluation_reports import evaluations_folder, list_reports

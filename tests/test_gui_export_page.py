@@ -9,8 +9,8 @@ from PySide6.QtGui import QGuiApplication
 from pytestqt.qtbot import QtBot
 from screenshots import SCREENSHOT_DIR
 
-from engine.config import RunConfig
-from engine.export import PARITY_TOLERANCE
+from engine.core.config import RunConfig
+from engine.export.exporter import PARITY_TOLERANCE
 from gui.config_state import ConfigState
 from gui.export_page import ExportPage
 

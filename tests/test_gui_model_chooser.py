@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pytestqt.qtbot import QtBot
 
-from engine.paths import project_dir_for
+from engine.core.paths import project_dir_for
 from gui.model_chooser import ModelChooser
 
 

@@ -15,9 +15,9 @@ from PySide6.QtCore import QSettings, QSize, Qt, QThreadPool
 from PySide6.QtWidgets import QApplication
 from screenshots import SCREENSHOT_DIR
 
-from engine.config import RunConfig
-from engine.health import HealthReport
-from engine.paths import project_dir_for
+from engine.core.config import RunConfig
+from engine.core.paths import project_dir_for
+from engine.data.health import HealthReport
 from gui.backbone_picker import PENDING_TEXT, BackboneTableModel, search_pattern
 from gui.config_state import ConfigState
 from gui.lr_finder_panel import LRFinderPanel

@@ -14,9 +14,9 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 from screenshots import SCREENSHOT_DIR
 
-from engine.config import RunConfig
-from engine.ensemble import load_probability_model
-from engine.predict import Prediction, Predictor
+from engine.core.config import RunConfig
+from engine.evaluation.ensemble import load_probability_model
+from engine.evaluation.predict import Prediction, Predictor
 from gui.config_state import ConfigState
 from gui.predict_page import PredictPage
 from gui.prediction_runner import CHUNK_SIZE

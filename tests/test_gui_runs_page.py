@@ -16,12 +16,12 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QApplication
 from screenshots import SCREENSHOT_DIR
 
-from engine.config import RunConfig
-from engine.errors import BackboneUnavailable
-from engine.loop import Callback, LoopState
-from engine.paths import project_dir_for
-from engine.runfolder import RunFolder, read_events
-from engine.train import train
+from engine.core.config import RunConfig
+from engine.core.errors import BackboneUnavailable
+from engine.core.paths import project_dir_for
+from engine.training.loop import Callback, LoopState
+from engine.training.runfolder import RunFolder, read_events
+from engine.training.train import train
 from gui.config_state import ConfigState
 from gui.run_controller import RunController
 from gui.run_curves import curve_name

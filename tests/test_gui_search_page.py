@@ -15,9 +15,9 @@ from demo_photos import copy_demo
 from PySide6.QtCore import QSettings, Qt
 from screenshots import SCREENSHOT_DIR
 
-from engine.config import RunConfig, load_config
-from engine.search_space import default_space
-from engine.search_study import searches_dir
+from engine.core.config import RunConfig, load_config
+from engine.search.space import default_space
+from engine.search.study import searches_dir
 from gui.config_state import ConfigState
 from gui.search_page import SearchPage
 from gui.search_space_editor import COLUMN_HIGH, COLUMN_LOW, COLUMN_PATH, COLUMN_SCALE

@@ -17,11 +17,11 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QGuiApplication
 from screenshots import SCREENSHOT_DIR
 
-from engine.checkpoint import load_checkpoint
-from engine.config import RunConfig, load_config
-from engine.doctor import DIAGNOSIS_EVENT, Diagnosis
-from engine.paths import project_dir_for
-from engine.runfolder import RunFolder, read_events
+from engine.core.config import RunConfig, load_config
+from engine.core.paths import project_dir_for
+from engine.models.checkpoint import load_checkpoint
+from engine.training.doctor import DIAGNOSIS_EVENT, Diagnosis
+from engine.training.runfolder import RunFolder, read_events
 from gui.config_state import ConfigState
 from gui.doctor_panel import HEALTHY_END_TEXT, HEALTHY_TEXT
 from gui.run_controller import RunController

@@ -17,7 +17,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QTreeWidgetItem
 from screenshots import SCREENSHOT_DIR
 
-from engine.health import HealthReport
+from engine.data.health import HealthReport
 from gui.app import run_app
 from gui.class_table import ClassTableModel
 from gui.health_view import KEPT_TEXT, LEFT_OUT_TEXT, problem_title

@@ -1,4 +1,4 @@
-"""engine.health on real folders: each problem kind, the report formats, the cache and aborting."""
+"""engine.data.health on real folders: each problem kind, the report formats, the cache and aborting."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from imagefactory import draw, make_class_folders, png_declaring_size, truncate, write_bytes
 
-from engine.health import (
+from engine.data.health import (
     PROBLEM_KINDS,
     HealthReport,
     ScanAborted,

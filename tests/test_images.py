@@ -1,4 +1,4 @@
-"""engine.images on real files: every format, odd modes, EXIF rotation, and each kind of broken file."""
+"""engine.data.images on real files: every format, odd modes, EXIF rotation, and each kind of broken file."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from imagefactory import FORMAT_SUFFIXES, draw, png_declaring_size, truncate, write_bytes
 from PIL import Image
 
-from engine.errors import DatasetError
-from engine.images import (
+from engine.core.errors import DatasetError
+from engine.data.images import (
     IMAGE_SUFFIXES,
     MAX_IMAGE_PIXELS,
     ImageFileError,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.device import plan_device
-from engine.loop import Callback, CancelBatch, CancelEpoch, CancelFit, Loop, LoopState
+from engine.core.device import plan_device
+from engine.training.loop import Callback, CancelBatch, CancelEpoch, CancelFit, Loop, LoopState
 
 
 class Recorder(Callback):

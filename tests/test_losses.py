@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from engine.losses import ClassificationLoss
+from engine.training.losses import ClassificationLoss
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [-0.5, 1.5, 0.0], [1.0, 1.0, 1.0]])
 TARGETS = torch.tensor([0, 2, 1, 2])

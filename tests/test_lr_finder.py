@@ -20,11 +20,12 @@ from demo_photos import copy_demo
 from PIL import Image
 from screenshots import SCREENSHOT_DIR
 
-from engine.config import RunConfig, load_config
-from engine.device import plan_device
-from engine.errors import DatasetError
-from engine.loop import Callback, Loop, LoopState
-from engine.lr_finder import (
+from engine.core.config import RunConfig, load_config
+from engine.core.device import plan_device
+from engine.core.errors import DatasetError
+from engine.data.prepare import prepare_dataset
+from engine.training.loop import Callback, Loop, LoopState
+from engine.training.lr_finder import (
     LRFinder,
     LRFinderCurve,
     LRFinderResult,
@@ -33,10 +34,9 @@ from engine.lr_finder import (
     lr_range_test,
     suggest_learning_rate,
 )
-from engine.prepare import prepare_dataset
-from engine.runfolder import RunFolder, read_events
-from engine.setup import build_training, create_optimizer
-from engine.train import train
+from engine.training.runfolder import RunFolder, read_events
+from engine.training.setup import build_training, create_optimizer
+from engine.training.train import train
 
 
 def demo_config(data: Path, **changes: object) -> RunConfig:

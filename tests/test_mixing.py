@@ -12,11 +12,11 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 
 from augment import create_mixup, mix_batch, soft_target_cross_entropy
-from engine.config import AugmentConfig
-from engine.device import plan_device
-from engine.errors import ConfigError
-from engine.loop import Callback, Loop, LoopState
-from engine.recipes import MixBatches
+from engine.core.config import AugmentConfig
+from engine.core.device import plan_device
+from engine.core.errors import ConfigError
+from engine.training.loop import Callback, Loop, LoopState
+from engine.training.recipes import MixBatches
 
 CLASSES = 5
 

@@ -1,4 +1,4 @@
-"""engine.prepare on real folders: bad files left out, reports saved, splits honoured and reproducible."""
+"""engine.data.prepare on real folders: bad files left out, reports saved, splits honoured and reproducible."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from imagefactory import draw, make_class_folders, truncate, write_bytes
 
-from engine.errors import DatasetError
-from engine.health import HealthReport
-from engine.paths import PROJECT_FOLDER_NAME
-from engine.prepare import PreparedDataset, prepare_dataset
+from engine.core.errors import DatasetError
+from engine.core.paths import PROJECT_FOLDER_NAME
+from engine.data.health import HealthReport
+from engine.data.prepare import PreparedDataset, prepare_dataset
 
 
 def _names(prepared: PreparedDataset, split: str) -> set[str]:

@@ -13,9 +13,9 @@ from screenshots import SCREENSHOT_DIR
 
 from augment import preview, preview_dataset
 from augment.preview import CAPTION_LINES, COPIES_PER_ROW, FONT_SIZE, GAP, MARGIN
-from engine.backbones import DataSettings
-from engine.config import AugmentConfig
-from engine.errors import DatasetError
+from engine.core.config import AugmentConfig
+from engine.core.errors import DatasetError
+from engine.data.settings import DataSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "resources" / "demo"

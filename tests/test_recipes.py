@@ -8,12 +8,12 @@ import pytest
 import torch
 from demo_photos import copy_demo
 
-from engine.checkpoint import load_checkpoint
-from engine.config import RunConfig
-from engine.loop import Callback, LoopState
-from engine.losses import ClassificationLoss
-from engine.runfolder import RunFolder, read_events
-from engine.train import train
+from engine.core.config import RunConfig
+from engine.models.checkpoint import load_checkpoint
+from engine.training.loop import Callback, LoopState
+from engine.training.losses import ClassificationLoss
+from engine.training.runfolder import RunFolder, read_events
+from engine.training.train import train
 
 
 def small_config(data: Path, **changes: object) -> RunConfig:
@@ -118,7 +118,7 @@ def test_weighted_loss_matches_cross_entropy_for_hard_and_soft_targets() -> None
 
 
 def test_mlp_head_run_with_a_step_schedule_predicts_from_its_checkpoint(three_classes: Path, tmp_path: Path) -> None:
-    from engine.predict import Predictor
+    from engine.evaluation.predict import Predictor
 
     config = small_config(three_classes, **{
         "model.head": "mlp", "model.head_hidden": 64, "model.head_batchnorm": True, "model.head_dropout": 0.2,

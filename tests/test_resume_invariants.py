@@ -22,11 +22,11 @@ import pytest
 import torch
 from demo_photos import copy_demo
 
-from engine.checkpoint import Checkpoint, load_checkpoint
-from engine.config import RunConfig
-from engine.loop import Callback, LoopState
-from engine.runfolder import RunFolder, read_events
-from engine.train import RunResult, resume, train
+from engine.core.config import RunConfig
+from engine.models.checkpoint import Checkpoint, load_checkpoint
+from engine.training.loop import Callback, LoopState
+from engine.training.runfolder import RunFolder, read_events
+from engine.training.train import RunResult, resume, train
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 12

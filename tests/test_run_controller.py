@@ -17,7 +17,7 @@ import pytest
 from demo_photos import copy_demo
 from pytestqt.qtbot import QtBot
 
-from engine.checkpoint import load_checkpoint
+from engine.models.checkpoint import load_checkpoint
 from gui.run_controller import RunController
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from engine.checkpoint import load_checkpoint, read_checkpoint_metadata, resolve_checkpoint_path, save_checkpoint
-from engine.config import RunConfig
-from engine.errors import CheckpointError
-from engine.runfolder import EventTail, RunFolder, read_events
+from engine.core.config import RunConfig
+from engine.core.errors import CheckpointError
+from engine.models.checkpoint import load_checkpoint, read_checkpoint_metadata, resolve_checkpoint_path, save_checkpoint
+from engine.training.runfolder import EventTail, RunFolder, read_events
 
 
 def test_events_are_whole_lines_and_tail_skips_a_partial_line(tmp_path: Path) -> None:

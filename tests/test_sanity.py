@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from demo_photos import copy_demo
 
-from engine.config import AugmentConfig, RunConfig, load_config
-from engine.health import FileRecord
-from engine.runfolder import RunFolder, read_events
-from engine.sanity import run_sanity_check, select_sample
+from engine.core.config import AugmentConfig, RunConfig, load_config
+from engine.data.health import FileRecord
+from engine.training.runfolder import RunFolder, read_events
+from engine.training.sanity import run_sanity_check, select_sample
 
 
 def demo_config(data: Path, **changes: object) -> RunConfig:

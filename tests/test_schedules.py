@@ -8,9 +8,9 @@ import torch
 from timm.optim import param_groups_layer_decay
 from torch import nn
 
-from engine.config import SCHEDULES, OptimConfig
-from engine.errors import ConfigError
-from engine.schedules import (
+from engine.core.config import SCHEDULES, OptimConfig
+from engine.core.errors import ConfigError
+from engine.training.schedules import (
     WARMUP_START_FACTOR,
     create_scheduler,
     cycle_ends,

@@ -18,13 +18,12 @@ from demo_photos import copy_demo
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from engine.config import RunConfig, SearchParameter, load_config, save_config, to_yaml
-from engine.errors import ConfigError
-from engine.runfolder import read_events
-from engine.search import check_search_settings, run_search
-from engine.search_narrowing import config_check, narrow_parameter, narrow_space
-from engine.search_space import SeededRandomSampler, default_space, draw
-from engine.search_study import (
+from engine.core.config import RunConfig, SearchParameter, load_config, save_config, to_yaml
+from engine.core.errors import ConfigError
+from engine.search.narrowing import config_check, narrow_parameter, narrow_space
+from engine.search.run import check_search_settings, run_search
+from engine.search.space import SeededRandomSampler, default_space, draw
+from engine.search.study import (
     lost_trials,
     open_study,
     plan_next,
@@ -32,7 +31,8 @@ from engine.search_study import (
     searches_dir,
     split_budget,
 )
-from engine.train import train
+from engine.training.runfolder import read_events
+from engine.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SEARCH = {
@@ -117,7 +117,7 @@ def test_two_workers_started_separately_complete_distinct_trials_of_one_study(tm
     config_file = save_config(tiny_config(**{"search.coarse_trials": 5, "search.fine_trials": 1,
                                              "search.fine_epochs": 1}), tmp_path / "search.yaml")
     storage = f"journal:{tmp_path / 'shared' / 'study.log'}"
-    worker = ("import sys; from engine.config import load_config; from engine.search import run_search;"
+    worker = ("import sys; from engine.core.config import load_config; from engine.search.run import run_search;"
               "run_search(sys.argv[1], load_config(sys.argv[2]), study='shared', storage=sys.argv[3], worker=True)")
     started = time.monotonic()
     processes = [subprocess.Popen([sys.executable, "-c", worker, str(data), str(config_file), storage], cwd=ROOT,

@@ -10,15 +10,15 @@ import pytest
 import torch
 from demo_photos import copy_demo
 
-from engine.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
-from engine.config import RunConfig
-from engine.ensemble import accuracy
-from engine.errors import CheckpointError
-from engine.loop import Callback, LoopState
-from engine.predict import Predictor
-from engine.setup import prepare_run_data
-from engine.soup import greedy_soup, uniform_soup
-from engine.train import train
+from engine.core.config import RunConfig
+from engine.core.errors import CheckpointError
+from engine.evaluation.ensemble import accuracy
+from engine.evaluation.predict import Predictor
+from engine.evaluation.soup import greedy_soup, uniform_soup
+from engine.models.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
+from engine.training.loop import Callback, LoopState
+from engine.training.setup import prepare_run_data
+from engine.training.train import train
 
 
 class _KeepEpochSnapshots(Callback):

@@ -12,13 +12,13 @@ import torch
 from demo_photos import DEMO, copy_demo, copy_whole_demo, demo_classes
 from torch import nn
 
-from engine.checkpoint import load_checkpoint
-from engine.config import RunConfig
-from engine.loop import Callback, LoopState
-from engine.paths import project_dir_for
-from engine.predict import Predictor
-from engine.runfolder import RunFolder, read_events
-from engine.train import train
+from engine.core.config import RunConfig
+from engine.core.paths import project_dir_for
+from engine.evaluation.predict import Predictor
+from engine.models.checkpoint import load_checkpoint
+from engine.training.loop import Callback, LoopState
+from engine.training.runfolder import RunFolder, read_events
+from engine.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

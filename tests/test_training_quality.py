@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from demo_photos import copy_demo
 
-from engine.config import RunConfig
-from engine.loop import Callback, LoopState
-from engine.runfolder import read_events
-from engine.train import train
+from engine.core.config import RunConfig
+from engine.training.loop import Callback, LoopState
+from engine.training.runfolder import read_events
+from engine.training.train import train
 
 
 class TrainingLosses(Callback):

@@ -10,15 +10,15 @@ import torch
 from demo_photos import DEMO, copy_demo
 
 from augment import create_eval_transform
-from engine.backbones import DataSettings
-from engine.config import RunConfig
-from engine.ensemble import Ensemble, accuracy, build_manifest
-from engine.errors import ConfigError
-from engine.images import load_rgb
-from engine.predict import Predictor
-from engine.prepare import prepare_dataset
-from engine.train import train
-from engine.tta import TTA_MODES, TestTimeAugmentation, create_multicrop_transform
+from engine.core.config import RunConfig
+from engine.core.errors import ConfigError
+from engine.data.images import load_rgb
+from engine.data.prepare import prepare_dataset
+from engine.evaluation.ensemble import Ensemble, accuracy, build_manifest
+from engine.evaluation.predict import Predictor
+from engine.evaluation.tta import TTA_MODES, TestTimeAugmentation, create_multicrop_transform
+from engine.data.settings import DataSettings
+from engine.training.train import train
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import timm
 import torch
 from timm.data import ImageNetInfo
 
-from engine.errors import BackboneUnavailable, CheckpointError
-from engine.weights import (
+from engine.core.errors import BackboneUnavailable, CheckpointError
+from engine.models.weights import (
     WeightsProvider,
     convert_efficientnet_pytorch_state_dict,
     file_digest,

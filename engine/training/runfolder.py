@@ -1,0 +1,260 @@
+"""The run folder: the one format the CLI writes and the GUI reads.
+
+Layout::
+
+    RUN_DIR/
+      config.yaml        the RunConfig that reproduces the run
+      events.jsonl       one JSON object per line, flushed per line
+      metrics.csv        one row per finished epoch
+      status.json        the latest state, for listing runs without reading events
+      checkpoints/       best.safetensors + best.json, last.safetensors + last.json
+      STOP               written by anyone who wants a clean stop
+
+Everything read whole is written atomically; events are appended a whole line at a
+time and readers only parse lines that end in a newline. In a distributed run one
+process writes the folder; the others hold an ``attach``-ed view that writes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine.core.atomic import TEMP_SUFFIX, atomic_write_json, atomic_write_text
+from engine.core.config import RunConfig, load_config, save_config
+from engine.core.errors import CheckpointError
+
+EVENT_SCHEMA = 1
+METRIC_COLUMNS = (
+    "epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "ema_val_loss", "ema_val_top1",
+    "learning_rate", "seconds", "train_skipped", "val_skipped",
+)
+STOP_FILE = "STOP"
+
+
+class RunFolder:
+    """Reads and writes one run folder.
+
+    Attributes:
+        writes: False for a view from a process that must not write (``attach``).
+    """
+
+    def __init__(self, path: str | Path, *, writes: bool = True) -> None:
+        self.path = Path(path)
+        self.writes = writes
+        self.config_path = self.path / "config.yaml"
+        self.events_path = self.path / "events.jsonl"
+        self.metrics_path = self.path / "metrics.csv"
+        self.status_path = self.path / "status.json"
+        self.checkpoints_dir = self.path / "checkpoints"
+        self.stop_path = self.path / STOP_FILE
+        self.echo: TextIO | None = None  # a stream that also receives each event line (``--events-only``)
+
+    @classmethod
+    def create(cls, path: str | Path, config: RunConfig) -> RunFolder:
+        """Make a new run folder holding ``config``.
+
+        Raises:
+            CheckpointError: the folder already holds a run (use resume instead).
+        """
+        folder = cls.check_free(path)
+        folder.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, folder.config_path)
+        return folder
+
+    @classmethod
+    def check_free(cls, path: str | Path) -> RunFolder:
+        """The folder at ``path``, which must not hold a run yet (nothing is created).
+
+        Raises:
+            CheckpointError: the folder already holds a run (use resume instead).
+        """
+        folder = cls(path)
+        if folder.config_path.exists():
+            raise CheckpointError(f"{folder.path}: already holds a run; resume it with --resume {folder.path}")
+        return folder
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunFolder:
+        """Open an existing run folder.
+
+        Raises:
+            CheckpointError: there is no run at ``path``.
+        """
+        folder = cls(path)
+        if not folder.config_path.is_file():
+            raise CheckpointError(f"{folder.path}: not a run folder (no config.yaml)")
+        return folder
+
+    @classmethod
+    def attach(cls, path: str | Path) -> RunFolder:
+        """A view of a run folder another process writes (rank 0 of a distributed run), from another rank.
+
+        Every write of the view is dropped, and it never reports a stop request: the
+        writer decides stops for all ranks (the folder may not even be on this machine).
+        Reads work where the folder is visible.
+        """
+        return cls(path, writes=False)
+
+    def load_config(self) -> RunConfig:
+        """The config the run was started with."""
+        return load_config(self.config_path)
+
+    def write_event(self, event: str, *, epoch: int | None = None, step: int | None = None, **payload: Any) -> dict:
+        """Append one event line and flush it to disk; returns the event object."""
+        record = {"schema": EVENT_SCHEMA, "event": event, "time": time.time(), "epoch": epoch, "step": step}
+        record.update(payload)
+        if not self.writes:
+            return record
+        line = json.dumps(record, allow_nan=False, default=_json_default) + "\n"
+        _append_whole_line(self.events_path, line.encode("utf-8"))
+        if self.echo is not None:
+            self.echo.write(line)
+            self.echo.flush()
+        return record
+
+    def write_status(self, state: str, **details: Any) -> None:
+        """Replace ``status.json`` with the run's current state (running, finished, failed, cancelled)."""
+        if not self.writes:
+            return
+        payload = {"state": state, "updated": datetime.now().isoformat(timespec="seconds")}
+        payload.update(details)
+        atomic_write_json(self.status_path, payload)
+
+    def read_status(self) -> dict[str, Any]:
+        """The last written status, or ``{"state": "unknown"}``."""
+        try:
+            return json.loads(self.status_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"state": "unknown"}
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite ``metrics.csv`` with one row per epoch (columns ``METRIC_COLUMNS``)."""
+        if not self.writes:
+            return
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: _format_metric(row.get(key)) for key in METRIC_COLUMNS})
+        atomic_write_text(self.metrics_path, buffer.getvalue())
+
+    def read_metrics(self) -> list[dict[str, float | None]]:
+        """The rows of ``metrics.csv`` as numbers (None where empty)."""
+        if not self.metrics_path.is_file():
+            return []
+        with open(self.metrics_path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return [{key: float(value) if value else None for key, value in row.items()} for row in rows]
+
+    def request_stop(self) -> None:
+        """Ask the training process to stop cleanly at the next batch."""
+        self.stop_path.write_text("stop requested\n", encoding="utf-8")
+
+    def stop_requested(self) -> bool:
+        """True once ``STOP`` exists in the folder (always False for an attached view)."""
+        return self.writes and self.stop_path.exists()
+
+    def clear_stop(self) -> None:
+        """Remove a stale ``STOP`` and the temporary files of writes a killed process never finished."""
+        if not self.writes:
+            return
+        self.stop_path.unlink(missing_ok=True)
+        for leftover in self.path.rglob(f"*{TEMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
+
+    def checkpoint_path(self, name: str) -> Path:
+        """Path of checkpoint ``name`` (``best`` or ``last``), without checking it exists."""
+        return self.checkpoints_dir / f"{name}.safetensors"
+
+
+@dataclass
+class EventTail:
+    """Follows ``events.jsonl`` by byte offset, returning only complete lines."""
+
+    path: Path
+    offset: int = 0
+
+    def read_new(self) -> list[dict[str, Any]]:
+        """Events appended since the last call; a partly written last line waits for the next call."""
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        events = []
+        for line in chunk[: end + 1].splitlines():
+            if line.strip():
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    continue  # a foreign or damaged line must not stop the reader
+        return events
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete event of a run folder (or of an ``events.jsonl`` path)."""
+    target = Path(path)
+    if target.is_dir():
+        target = target / "events.jsonl"
+    return EventTail(target).read_new()
+
+
+def new_run_dir(project_dir: Path, backbone: str, *, kind: str = "runs") -> Path:
+    """A fresh, sortable folder name under ``project_dir/kind`` (``runs``, ``lr-find``...)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = project_dir / kind / f"{stamp}-{backbone}"
+    candidate, counter = base, 1
+    while candidate.exists():
+        counter += 1
+        candidate = base.with_name(f"{base.name}-{counter}")
+    return candidate
+
+
+def _append_whole_line(path: Path, data: bytes) -> None:
+    """Append ``data`` (one line) unbuffered, so a killed process loses no line it returned from.
+
+    A write that fails part-way (a full disk) is cut back to where it began: a fragment left
+    behind would glue onto the next line and hide that event too. One process writes a run
+    folder's events, so nobody else's line can follow the fragment. No fsync per line: it
+    would slow training, and the page cache survives a killed process.
+    """
+    with open(path, "ab", buffering=0) as handle:
+        start = handle.seek(0, os.SEEK_END)
+        try:
+            done = 0
+            while done < len(data):
+                done += handle.write(data[done:])  # a short write returns less; the next one raises
+        except OSError:
+            handle.truncate(start)
+            raise
+
+
+def _format_metric(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} into an event")

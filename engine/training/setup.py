@@ -1,0 +1,449 @@
+"""Build what a run trains: the model, its head, the batches and the optimizer, from a RunConfig.
+
+Training, the LR finder and the sanity check all start here, so that each of them
+sees exactly the model, data and parameter groups a real run would. In a distributed run
+each rank gets its share of the training batches and rank 0 alone the validation batches;
+the learning rate follows the effective batch (``batch_scale``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from timm.layers import freeze_batch_norm_2d
+from timm.optim import create_optimizer_v2, param_groups_layer_decay
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler
+
+from augment import create_eval_transform, create_train_transform, describe_train_transform
+from engine.core.config import RunConfig
+from engine.core.device import DevicePlan, plan_device
+from engine.core.errors import DatasetError
+from engine.data.health import FileRecord
+from engine.data.loading import (
+    DecodedBatches,
+    DistributedWeightedSampler,
+    FeatureBatches,
+    ImageDataset,
+    SkippedImages,
+    collate_with_failures,
+)
+from engine.data.prepare import PreparedDataset, prepare_dataset
+from engine.models.backbones import (
+    LoadedBackbone,
+    classifier_of,
+    create_model,
+    resolve_data_settings,
+    set_trainable_stages,
+)
+from engine.models.features import ExtractionResult, FeatureCache, FeatureView, extract_features
+from engine.models.heads import create_head, install_head
+from engine.training.distributed import SINGLE_PROCESS, DistributedContext
+from engine.training.loop import CancelFit
+from engine.training.schedules import scaled_learning_rate
+
+Reporter = Callable[..., Any]
+
+
+def _ignore(*_args: Any, **_kwargs: Any) -> None:
+    """A reporter that drops events."""
+
+
+@dataclass
+class TrainingSetup:
+    """What a run trains, built from the config.
+
+    Attributes:
+        loaded: the backbone with its new head, weights source and data settings.
+        loop_model: the module the loop optimises (the head alone in feature extraction).
+        train_batches: re-iterable training batches ``(inputs, targets)``.
+        val_batches: validation batches, or None without validation images.
+        plan: device and precision of the loop.
+        parts: trainable parameters by part, ``head`` and ``backbone``.
+        train_targets: class index of every training item, for class weights.
+        world_size: processes training together (1 outside a distributed run).
+        train_sampler: in a distributed run, the sampler of this rank's share of the training
+            items; call its ``set_epoch(epoch)`` before each epoch, on every rank.
+    """
+
+    loaded: LoadedBackbone
+    loop_model: nn.Module
+    train_batches: Any
+    val_batches: Any
+    plan: DevicePlan
+    parts: dict[str, list[nn.Parameter]]
+    train_targets: torch.Tensor
+    world_size: int = 1
+    train_sampler: Any = None
+
+
+@dataclass(frozen=True)
+class BatchScale:
+    """The batch each optimizer step averages over, and the learning rate the linear scaling rule gives it.
+
+    Attributes:
+        batch_size: images per step in each process, ``optim.batch_size``.
+        world_size: processes; DDP averages their gradients, so one step sees ``batch_size * world_size`` images.
+        learning_rate: ``optim.learning_rate``, as configured.
+        reference_batch_size: ``optim.reference_batch_size``, the batch that rate was tuned at (None: no scaling).
+        peak_learning_rate: the head's peak rate, ``learning_rate * effective batch / reference_batch_size``.
+    """
+
+    batch_size: int
+    world_size: int
+    learning_rate: float
+    reference_batch_size: int | None
+    peak_learning_rate: float
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Images per optimizer step over all processes."""
+        return self.batch_size * self.world_size
+
+    def describe(self) -> str:
+        """One line, e.g. ``2 processes x batch 16 = effective batch 32; learning rate 0.001 x 32 / 16 = 0.002 ...``."""
+        plural = "es" if self.world_size != 1 else ""
+        batch = (f"{self.world_size} process{plural} x batch {self.batch_size} = "
+                 f"effective batch {self.effective_batch_size}")
+        if self.reference_batch_size is None:
+            return (f"{batch}; learning rate {self.learning_rate:g}, not scaled (set optim.reference_batch_size to "
+                    "the batch it was tuned at to scale it by the linear rule)")
+        return (f"{batch}; learning rate {self.learning_rate:g} x {self.effective_batch_size} / "
+                f"{self.reference_batch_size} = {self.peak_learning_rate:.4g} (linear scaling rule)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields and the effective batch, for events."""
+        return {**dataclasses.asdict(self), "effective_batch_size": self.effective_batch_size}
+
+
+def batch_scale(config: RunConfig, world_size: int = 1) -> BatchScale:
+    """The effective batch of ``world_size`` processes and the head's peak rate at it (``scaled_learning_rate``)."""
+    optim = config.optim
+    effective = dataclasses.replace(optim, batch_size=optim.batch_size * world_size)
+    return BatchScale(optim.batch_size, world_size, optim.learning_rate, optim.reference_batch_size,
+                      scaled_learning_rate(effective))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy (timm's Mixup draws from it) and torch, so a config repeats exactly."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_run_data(config: RunConfig) -> PreparedDataset:
+    """Scan and split the config's dataset (``data.path``, fractions, split seed)."""
+    return prepare_dataset(
+        config.data.path, val_fraction=config.data.val_fraction, test_fraction=config.data.test_fraction,
+        seed=config.data.split_seed,
+    )
+
+
+def build_training(
+    config: RunConfig,
+    dataset: PreparedDataset,
+    *,
+    mode: str | None = None,
+    loaded: LoadedBackbone | None = None,
+    trainable_stages: int | None = None,
+    report: Reporter | None = None,
+    check_stop: Callable[[], None] | None = None,
+    distributed: DistributedContext = SINGLE_PROCESS,
+    skipped: SkippedImages | None = None,
+) -> TrainingSetup:
+    """Create the model and the batches a run trains on.
+
+    Args:
+        config: the run's settings.
+        dataset: scanned and split images.
+        mode: ``feature_extraction`` or ``fine_tune`` (default: the config's; the two
+            stages of ``two_stage`` ask for each in turn).
+        loaded: a model to go on training (the second stage reuses the first's), or None
+            for a new one from the config.
+        trainable_stages: stages that train now (gradual unfreezing changes it per epoch).
+        report: receives progress events (``features_progressed``, ``features_extracted``).
+        check_stop: called between feature batches; raises ``CancelFit`` to stop.
+        distributed: this process's place in a distributed run: training batches are its share
+            (``train_sampler``), validation batches exist on rank 0 only, and the processes of
+            a machine fill the feature cache together. The model is not wrapped here.
+        skipped: where images that fail to decode are reported (once) and counted per pass; pass
+            the run's own so that its stages report a file once (default: a new one on ``report``).
+    """
+    report = report or _ignore
+    skipped = skipped if skipped is not None else SkippedImages(report)
+    mode = mode or ("feature_extraction" if config.model.mode == "two_stage" else config.model.mode)
+    if loaded is None:
+        # The head owns its dropout (timm's drop_rate stays 0, or dropout would apply twice).
+        loaded = create_model(
+            config.model.backbone, num_classes=len(dataset.classes), weights=config.model.weights,
+            drop_path_rate=config.model.drop_path_rate if mode == "fine_tune" else None,
+        )
+        install_head(loaded.model, create_head(config.model, loaded.num_features, len(dataset.classes)))
+        if config.data.input_size is not None:
+            loaded.data_settings = resolve_data_settings(loaded.model, config.data.input_size)
+    class_index = {name: index for index, name in enumerate(dataset.classes)}
+    if mode == "feature_extraction":
+        return _feature_extraction_setup(config, dataset, loaded, class_index, report, check_stop, distributed,
+                                         skipped)
+    stages = config.model.trainable_stages if trainable_stages is None else trainable_stages
+    return _fine_tune_setup(config, dataset, loaded, class_index, stages, distributed, skipped)
+
+
+def _feature_extraction_setup(
+    config: RunConfig,
+    dataset: PreparedDataset,
+    loaded: LoadedBackbone,
+    class_index: dict[str, int],
+    report: Reporter,
+    check_stop: Callable[[], None] | None,
+    distributed: DistributedContext,
+    skipped: SkippedImages,
+) -> TrainingSetup:
+    image_plan = plan_device(config.device, amp=config.amp, images=True)
+    backbone = image_plan.prepare_model(loaded.model)
+    backbone.requires_grad_(False)
+    classifier = classifier_of(loaded.model).requires_grad_(True)
+    settings = loaded.data_settings
+    eval_space = f"{loaded.backbone}|{loaded.weights_id}|eval|{settings.to_dict()}"
+    train_space = f"{loaded.backbone}|{loaded.weights_id}|train|{describe_train_transform(config.augment, settings)}"
+    eval_view = FeatureView(FeatureCache(eval_space), 0, create_eval_transform(settings))
+    train_transform = create_train_transform(config.augment, settings, seed=config.seed)
+    train_cache = FeatureCache(train_space)
+    extra_views = [FeatureView(train_cache, n, train_transform) for n in range(1, config.augment.feature_views)]
+
+    def features_of(split: str, views: list[FeatureView]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        records = dataset.splits[split]
+
+        def report_progress(done: int, total: int) -> None:
+            if check_stop is not None:
+                check_stop()
+            report("features_progressed", split=split, done=done, total=total)
+
+        def extract(chosen: tuple[FileRecord, ...]) -> ExtractionResult:
+            return extract_features(
+                backbone, [record.path for record in chosen], [record.sha256 for record in chosen],
+                views=views, plan=image_plan, batch_size=max(config.optim.batch_size, 32),
+                num_workers=config.data.num_workers, progress=report_progress,
+            )
+
+        shared: ExtractionResult | None = None
+        if distributed.enabled:
+            shared = _fill_cache_together(distributed, records, extract)
+            if split != "train" and not distributed.is_main:
+                return None  # rank 0 validates for every rank
+        result = extract(records)
+        computed, reused, seconds = result.computed, result.reused, result.seconds
+        if shared is not None:  # the vectors read back now were mostly computed by the processes together
+            computed, reused, seconds = shared.computed, max(0, reused - shared.computed), seconds + shared.seconds
+        report(
+            "features_extracted", split=split, computed=computed, reused=reused,
+            failed=result.failed, seconds=round(seconds, 3), views=len(views),
+        )
+        for path, reason in result.failed:
+            skipped.add(split, path, reason)
+        # The failed images are left out of every epoch; counted once, on the rank whose sums are the run's.
+        skipped.counts[split] = len(result.failed) if distributed.is_main else 0
+        targets = torch.tensor([class_index[records[index].label] for index in result.kept], dtype=torch.long)
+        return result.features, targets
+
+    train_features, train_targets = features_of("train", [eval_view, *extra_views])
+    val_features, val_targets = features_of("val", [eval_view]) or (None, torch.empty(0, dtype=torch.long))
+    if len(train_targets) == 0:
+        raise DatasetError(f"{dataset.root}: no training image could be decoded")
+    head_plan = plan_device(config.device, amp=config.amp, images=False)
+    head = head_plan.prepare_model(classifier)
+    batch_size = config.optim.batch_size
+    sample_weights = _balanced_weights(train_targets, len(class_index)) if _balanced(config) else None
+    sampler = _distributed_sampler(config, distributed, train_targets, len(class_index))
+    return TrainingSetup(
+        loaded=loaded,
+        loop_model=head,
+        train_batches=FeatureBatches(train_features, train_targets, batch_size=batch_size, shuffle=True,
+                                     seed=config.seed, sample_weights=sample_weights, sampler=sampler),
+        val_batches=FeatureBatches(val_features, val_targets, batch_size=batch_size, shuffle=False)
+        if len(val_targets) else None,
+        plan=head_plan,
+        parts={"head": list(head.parameters()), "backbone": []},
+        train_targets=train_targets,
+        world_size=distributed.world_size,
+        train_sampler=sampler,
+    )
+
+
+def _fill_cache_together(
+    distributed: DistributedContext,
+    records: tuple[FileRecord, ...],
+    extract: Callable[[tuple[FileRecord, ...]], ExtractionResult],
+) -> ExtractionResult:
+    """Compute this process's share of a machine's missing feature vectors into the cache, then wait for the rest.
+
+    Shares are split per machine, as machines need not share a cache. A stop during the
+    work is agreed on by all ranks at the end, so that no rank waits for one that left.
+
+    Returns:
+        The vectors computed by all processes (``computed``) and the time this one took.
+    """
+    share = records[distributed.local_rank :: distributed.local_world_size]
+    stopped: CancelFit | None = None
+    result = ExtractionResult(features=torch.empty(0), kept=[])
+    try:
+        result = extract(share)
+    except CancelFit as cancel:
+        stopped = cancel
+    # One collective waits for every share and tells each rank whether any of them stopped.
+    totals = distributed.all_reduce_sum(torch.tensor([result.computed, stopped is not None], dtype=torch.float64))
+    if totals[1] > 0:
+        raise stopped or CancelFit("stopped", "stop requested in another process of the run")
+    return ExtractionResult(features=torch.empty(0), kept=[], computed=int(totals[0]), seconds=result.seconds)
+
+
+def _distributed_sampler(
+    config: RunConfig, distributed: DistributedContext, train_targets: torch.Tensor, num_classes: int
+) -> Sampler[int] | None:
+    """This rank's share of the training items, the same split on every rank (None outside a distributed run)."""
+    if not distributed.enabled:
+        return None
+    if _balanced(config):
+        return DistributedWeightedSampler(_balanced_weights(train_targets, num_classes),
+                                          num_replicas=distributed.world_size, rank=distributed.rank, seed=config.seed)
+    return DistributedSampler(range(len(train_targets)), num_replicas=distributed.world_size,  # type: ignore[arg-type]
+                              rank=distributed.rank, shuffle=True, seed=config.seed)
+
+
+def _fine_tune_setup(
+    config: RunConfig,
+    dataset: PreparedDataset,
+    loaded: LoadedBackbone,
+    class_index: dict[str, int],
+    trainable_stages: int,
+    distributed: DistributedContext,
+    skipped: SkippedImages,
+) -> TrainingSetup:
+    plan = plan_device(config.device, amp=config.amp, images=True)
+    parts = apply_trainable_stages(loaded.model, trainable_stages, config)
+    model = plan.prepare_model(loaded.model)
+    settings = loaded.data_settings
+    train_records = dataset.splits["train"]
+    train_targets = torch.tensor([class_index[r.label] for r in train_records], dtype=torch.long)
+    shard = _distributed_sampler(config, distributed, train_targets, len(class_index))
+    # Each rank draws its own augmentations (the shuffling seed stays common, in the sampler).
+    augment_seed = config.seed + distributed.rank
+
+    def loader(split: str, transform: Any, train: bool) -> DecodedBatches | None:
+        records = dataset.splits[split]
+        if not records or (not train and not distributed.is_main):
+            return None  # in a distributed run rank 0 validates for every rank
+        paths = [r.path for r in records]
+        # Items are tagged with their position, so that a failure names its file.
+        images = ImageDataset(paths, range(len(records)), transform)
+        generator = torch.Generator().manual_seed(augment_seed)
+        sampler: Sampler[int] | None = None
+        count = len(records)
+        if train and shard is not None:
+            sampler, count = shard, len(shard)  # type: ignore[arg-type]
+        elif train and _balanced(config):
+            weights = _balanced_weights(train_targets, len(class_index))
+            sampler = WeightedRandomSampler(weights, num_samples=len(records), generator=generator)
+        workers = config.data.num_workers
+        batches = DataLoader(
+            images, batch_size=config.optim.batch_size, shuffle=train and sampler is None, sampler=sampler,
+            drop_last=train and count > config.optim.batch_size,
+            num_workers=workers, persistent_workers=workers > 0, pin_memory=plan.pin_memory,
+            collate_fn=collate_with_failures, generator=generator,
+        )
+        targets = torch.tensor([class_index[r.label] for r in records], dtype=torch.long)
+        return DecodedBatches(batches, paths, targets, split, skipped)
+
+    return TrainingSetup(
+        loaded=loaded,
+        loop_model=model,
+        train_batches=loader("train", create_train_transform(config.augment, settings, seed=augment_seed), train=True),
+        val_batches=loader("val", create_eval_transform(settings), train=False),
+        plan=plan,
+        parts=parts,
+        train_targets=train_targets,
+        world_size=distributed.world_size,
+        train_sampler=shard,
+    )
+
+
+def _balanced(config: RunConfig) -> bool:
+    return config.optim.class_balance == "balanced_sampler"
+
+
+def _balanced_weights(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-sample weights that draw every class equally often (inverse class frequency)."""
+    counts = torch.bincount(targets, minlength=num_classes).clamp(min=1).double()
+    return (1.0 / counts)[targets]
+
+
+def apply_trainable_stages(model: nn.Module, trainable_stages: int, config: RunConfig) -> dict[str, list[nn.Parameter]]:
+    """Freeze all but the top ``trainable_stages`` stages; return the trainable parameters by part.
+
+    With ``model.freeze_batchnorm`` every BatchNorm then keeps its pretrained statistics
+    and affine values (timm's ``freeze_batch_norm_2d`` turns them into buffers), which
+    helps when batches are too small for reliable batch statistics.
+    """
+    parts = set_trainable_stages(model, trainable_stages)
+    backbone = parts.backbone_parameters
+    if config.model.freeze_batchnorm:
+        freeze_batch_norm_2d(model)  # converts the children in place
+        alive = {id(parameter) for parameter in model.parameters()}
+        backbone = [parameter for parameter in backbone if id(parameter) in alive]
+    return {"head": parts.head_parameters, "backbone": backbone}
+
+
+def create_optimizer(setup: TrainingSetup, config: RunConfig) -> torch.optim.Optimizer:
+    """AdamW (through timm) over the setup's parameter groups, at the peak rate of its effective batch."""
+    return create_optimizer_v2(
+        parameter_groups(setup.loop_model, setup.parts, config, world_size=setup.world_size), opt="adamw",
+        lr=batch_scale(config, setup.world_size).peak_learning_rate, weight_decay=config.optim.weight_decay,
+    )
+
+
+def parameter_groups(
+    model: nn.Module, parts: dict[str, list[nn.Parameter]], config: RunConfig, *, world_size: int = 1
+) -> list[dict]:
+    """Optimizer groups: no weight decay on biases and norms (timm's rule); rates by ``lr_scale``.
+
+    Without layer decay there are always four groups, in this order (some may be
+    empty): ``head``, ``head_no_decay``, ``backbone``, ``backbone_no_decay``; gradual
+    unfreezing refills them in place (``refill_parameter_groups``), so the optimizer
+    state and the schedule never change shape. With ``model.layer_decay`` the groups
+    are timm's, one per layer. ``world_size`` processes multiply the batch the rate is
+    scaled for (``batch_scale``).
+    """
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module  # gradual unfreezing refills the groups from the loop's model, wrapped
+    learning_rate = batch_scale(config, world_size).peak_learning_rate
+    if config.model.layer_decay is not None and parts["backbone"]:
+        groups = param_groups_layer_decay(model, weight_decay=config.optim.weight_decay,
+                                          layer_decay=config.model.layer_decay)
+        return [{**group, "lr": learning_rate, "name": f"layer_{index}"} for index, group in enumerate(groups)]
+    scales = {"head": 1.0, "backbone": config.model.backbone_lr_scale}
+    groups = []
+    for part, parameters in parts.items():
+        wanted = {id(parameter) for parameter in parameters}
+        decay, no_decay = [], []
+        for name, parameter in model.named_parameters():
+            if id(parameter) in wanted and parameter.requires_grad:
+                (no_decay if parameter.ndim <= 1 or name.endswith(".bias") else decay).append(parameter)
+        for suffix, members, weight_decay in (("", decay, config.optim.weight_decay), ("_no_decay", no_decay, 0.0)):
+            # timm's schedulers multiply each group's rate by its lr_scale.
+            groups.append({"params": members, "lr": learning_rate, "lr_scale": scales[part],
+                           "weight_decay": weight_decay, "name": part + suffix})
+    return groups
+
+
+def refill_parameter_groups(
+    optimizer: torch.optim.Optimizer, model: nn.Module, parts: dict[str, list[nn.Parameter]], config: RunConfig
+) -> None:
+    """Point the optimizer's groups at newly trainable parameters (gradual unfreezing)."""
+    for group, fresh in zip(optimizer.param_groups, parameter_groups(model, parts, config), strict=True):
+        group["params"] = fresh["params"]
