@@ -17,11 +17,13 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m bench.step_overhead
 	$(PY) -m bench.feature_cache
 	$(PY) -m bench.augment_throughput
+	$(PY) -m bench.window_start
 
 # Mutation testing of the modules in pyproject's [tool.mutmut] (tens of minutes; not in CI).
 mutants: $(STAMP)
@@ -37,4 +39,4 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache mutants
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache .mypy_cache mutants

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TypeAlias
 
 import albumentations as A
 import cv2
@@ -22,7 +23,7 @@ _MAX_TRANSLATE = 0.45  # fraction of the image side (150/331 in the paper)
 _MAX_FACTOR_CHANGE = 0.9  # brightness, contrast and saturation factors in 1 +- 0.9 m
 _MAX_POSTERIZE_BITS_DROPPED = 4
 
-Transform = A.BasicTransform | A.BaseCompose
+Transform: TypeAlias = A.BasicTransform | A.BaseCompose
 _SignedRange = tuple[float, float]
 
 

@@ -18,15 +18,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup
 
+from augment.controls import AugmentControls, resolve_controls
 from augment.mixing import create_mixup, mix_batch
-from augment.transforms import (
-    AugmentControls,
-    ImageTransform,
-    TrainTransform,
-    create_eval_transform,
-    create_train_transform,
-    resolve_controls,
-)
+from augment.transforms import ImageTransform, TrainTransform, create_eval_transform, create_train_transform
 from engine.core.config import AugmentConfig
 from engine.core.errors import DatasetError
 from engine.data.discovery import discover_dataset

@@ -1,9 +1,9 @@
-"""Transfer Studio's Qt GUI: thin widgets over the engine; nothing imports this package."""
+"""Transfer Studio's Qt GUI: thin widgets over the engine; nothing imports this package.
 
-from __future__ import annotations
+``services`` holds the objects without a face (the edited config, the child-process
+controllers, pool workers, the scanner, UI settings), ``widgets`` the pieces several
+pages share, and ``pages`` one package per sidebar page. ``app`` starts the
+application and ``main_window`` builds the window from the table of pages.
 
-from gui.app import run_app
-from gui.main_window import MainWindow
-from gui.workers import Worker, WorkerSignals, run_in_thread_pool
-
-__all__ = ["MainWindow", "Worker", "WorkerSignals", "run_app", "run_in_thread_pool"]
+Nothing is imported here, so that ``import gui.app`` loads only what the window needs.
+"""

@@ -11,11 +11,10 @@ from pathlib import Path
 from PySide6.QtCore import QThreadPool
 from PySide6.QtWidgets import QApplication
 
-from gui import settings as ui_settings
 from gui.main_window import MainWindow
+from gui.pages.project.page import DEMO_PROJECT
+from gui.services import settings as ui_settings
 from gui.style import apply_style
-
-DEMO_DATASET = Path(__file__).resolve().parent.parent / "resources" / "demo"
 
 # How long, after the window closed, an aborted scan may take to notice and stop.
 _SHUTDOWN_WAIT_MS = 5000
@@ -47,7 +46,7 @@ def run_app(project_path: Path | None = None) -> int:
     app = create_application()
     window = MainWindow(ui_settings.open_settings())
     window.show()
-    window.open_dataset(project_path if project_path is not None else DEMO_DATASET)
+    window.open_dataset(project_path if project_path is not None else DEMO_PROJECT)
     status = app.exec()
     # The event loop is over, so waiting blocks no one; the window aborted its scan on close.
     window.scanner.wait_for_done(_SHUTDOWN_WAIT_MS)

@@ -1,52 +1,52 @@
-"""The main window: a sidebar of pages, the menus and shortcuts, and the status bar.
+"""The main window: a sidebar of pages built from one table, the menus and shortcuts, and the status bar.
 
-It owns the three shared objects the pages work on: the ``ConfigState`` every form
-edits, the ``RunController`` that runs training in a child process, and the
-``DatasetScanner``. It opens projects (menu, Ctrl+O, the Project page, drag and
-drop), forwards scan results to the pages that use them, keeps its geometry in
-``QSettings``, and asks before closing while a run is going.
+It owns the shared objects the pages work on: the ``ConfigState`` every form edits, the
+``RunController`` that runs training in a child process, and the ``DatasetScanner``. It
+opens projects (menu, Ctrl+O, the Project page, drag and drop), tells every page about
+them (``Page.set_project``, ``set_report``, ``refresh``), carries what one page asks of
+another, keeps its geometry in ``QSettings``, and asks before closing while a run is going.
+Pages are built when first needed (``gui.pages.stack``): the window paints before most exist.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QSize, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QFileDialog,
-    QFrame,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QMainWindow,
     QMessageBox,
     QProgressBar,
-    QScrollArea,
     QSizePolicy,
-    QStackedWidget,
     QStyle,
     QWidget,
 )
 
 from engine.core.errors import ConfigError
 from engine.data.health import HealthReport
-from gui import settings as ui_settings
-from gui.augment_page import AugmentPage
-from gui.config_state import ConfigState
-from gui.dataset_view import DataPage
-from gui.ensemble_page import EnsemblePage
-from gui.evaluate_page import EvaluatePage
-from gui.export_page import ExportPage
-from gui.model_page import ModelPage
-from gui.predict_page import PredictPage
-from gui.project_page import ProjectPage, dropped_project
-from gui.run_controller import RunController
-from gui.runs_page import RunsPage
-from gui.scanner import DatasetScanner, ScanResult
-from gui.search_page import SearchPage
-from gui.train_page import TrainPage
+from gui.pages import (
+    PAGES,
+    DataPage,
+    EnsemblePage,
+    EvaluatePage,
+    ModelPage,
+    Page,
+    PageContext,
+    ProjectPage,
+    RunsPage,
+    SearchPage,
+    TrainPage,
+)
+from gui.pages.project.page import dropped_project
+from gui.pages.stack import PageStack, PageT
+from gui.services import settings as ui_settings
+from gui.services.config_state import ConfigState
+from gui.services.run_controller import RunController
+from gui.services.scanner import DatasetScanner, ScanResult
 
 APPLICATION_TITLE = "Transfer Studio"
 DEFAULT_SIZE = QSize(1100, 700)
@@ -58,19 +58,21 @@ class MainWindow(QMainWindow):
     Args:
         settings: where UI state is saved and restored; tests pass a private file.
         parent: the parent widget, normally None.
+        page_classes: the sidebar's pages, top to bottom; it must hold those of ``gui.pages.PAGES``,
+            between which the window carries requests.
     """
 
     scan_started = Signal(object)  # Path of the folder whose scan (or rescan) just started
     scan_finished = Signal(object)  # HealthReport of the folder on screen
     scan_failed = Signal(str)  # the message shown in the window
 
-    def __init__(self, settings: QSettings, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: QSettings, parent: QWidget | None = None,
+                 page_classes: tuple[type[Page], ...] = PAGES) -> None:
         super().__init__(parent)
         self._settings = settings
         self._dataset_path: Path | None = None
         self._report: HealthReport | None = None
         self._close_when_stopped = False
-        self._page_rows: dict[QWidget, int] = {}
         self.setWindowTitle(APPLICATION_TITLE)
         self.setAcceptDrops(True)
 
@@ -83,47 +85,12 @@ class MainWindow(QMainWindow):
         self.scanner.scan_finished.connect(self._on_scanner_scan_finished)
         self.scanner.scan_failed.connect(self._on_scanner_scan_failed)
 
-        self.sidebar = QListWidget(self)
-        self.sidebar.setObjectName("sidebar")
-        self.sidebar.setFixedWidth(132)
-        self.sidebar.setIconSize(QSize(20, 20))
-        self.sidebar.setSpacing(2)
-        self.pages = QStackedWidget(self)
-        self.sidebar.currentRowChanged.connect(self.pages.setCurrentIndex)
-        pixmap = QStyle.StandardPixmap
-        self.project_page = ProjectPage(settings, self)
-        self.project_page.project_chosen.connect(self.open_dataset)
-        self.data_page = DataPage(self, state=self.state)
-        self.data_page.open_requested.connect(self.choose_dataset)
-        self.model_page = ModelPage(self.state, self)
-        self.augment_page = AugmentPage(self.state, self)
-        self.train_page = TrainPage(self.state, self.controller, self)
-        self.runs_page = RunsPage(self.state, self.controller, self)
-        self.runs_page.config_loaded.connect(lambda _run: self.show_page(self.model_page))
-        self.search_page = SearchPage(self.state, self)
-        self.search_page.best_config_applied.connect(lambda: self.show_page(self.model_page))
-        self.search_page.controller.run_ended.connect(self._on_search_run_ended)
-        self.ensemble_page = EnsemblePage(self.state, self)
-        self.evaluate_page = EvaluatePage(self.state, self)
-        self.ensemble_page.manifest_saved.connect(lambda _path: self._refresh_model_pages())
-        self.ensemble_page.evaluate_requested.connect(self._on_ensemble_page_evaluate_requested)
-        self.predict_page = PredictPage(self.state, self)
-        self.export_page = ExportPage(self.state, self)
-        for title, page, icon in (
-            ("Project", self.project_page, pixmap.SP_DirHomeIcon),
-            ("Data", self.data_page, pixmap.SP_DirIcon),
-            ("Model", self.model_page, pixmap.SP_ComputerIcon),
-            ("Augment", self.augment_page, pixmap.SP_FileDialogContentsView),
-            ("Train", self.train_page, pixmap.SP_MediaPlay),
-            ("Runs", self.runs_page, pixmap.SP_FileDialogDetailedView),
-            ("Search", self.search_page, pixmap.SP_FileDialogContentsView),
-            ("Ensemble", self.ensemble_page, pixmap.SP_FileDialogListView),
-            ("Evaluate", self.evaluate_page, pixmap.SP_DialogApplyButton),
-            ("Predict", self.predict_page, pixmap.SP_DialogYesButton),
-            ("Export", self.export_page, pixmap.SP_DialogSaveButton),
-        ):
-            self.add_page(title, page, self.style().standardIcon(icon))
+        self.page_stack = PageStack(page_classes, PageContext(self.state, self.controller, settings), self)
+        self.page_stack.page_created.connect(self._on_page_stack_page_created)
+        self.sidebar = self.page_stack.sidebar
+        self.pages = self.page_stack.stack
         self.sidebar.setCurrentRow(0)
+        self.page(DataPage)  # it shows the scan, and its splitter is part of the saved layout
 
         central = QWidget(self)
         layout = QHBoxLayout(central)
@@ -147,21 +114,18 @@ class MainWindow(QMainWindow):
         """The health report on screen, if any."""
         return self._report
 
-    def show_page(self, page: QWidget) -> None:
-        """Bring one of the sidebar's pages to the front."""
-        self.sidebar.setCurrentRow(self._page_rows[page])
+    def page(self, page_class: type[PageT]) -> PageT:
+        """The sidebar's page of class ``page_class``, built now if it was not yet."""
+        return self.page_stack.page(page_class)
 
-    def add_page(self, title: str, page: QWidget, icon: QIcon) -> None:
-        """Append a page to the sidebar."""
-        item = QListWidgetItem(icon, title)
-        item.setSizeHint(QSize(0, 36))
-        self.sidebar.addItem(item)
-        # A page scrolls rather than forcing its minimum size on the window (small screens).
-        scroller = QScrollArea(self.pages)
-        scroller.setWidgetResizable(True)
-        scroller.setFrameShape(QFrame.Shape.NoFrame)
-        scroller.setWidget(page)
-        self._page_rows[page] = self.pages.addWidget(scroller)
+    def show_page(self, page: Page) -> None:
+        """Bring one of the sidebar's pages to the front."""
+        self.page_stack.show(page)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        # The first page paints first; the others are built right after, so the window appears sooner.
+        QTimer.singleShot(0, self.page_stack, self.page_stack.build_remaining)
 
     def open_dataset(self, path: str | Path) -> None:
         """Open a data folder: scan it in the background and show the result when it comes."""
@@ -170,12 +134,11 @@ class MainWindow(QMainWindow):
         self._report = None
         self.setWindowTitle(f"{APPLICATION_TITLE} — {folder.name or folder}")
         self._settings.setValue(ui_settings.KEY_LAST_DATA_FOLDER, str(folder))
-        self.project_page.remember_project(folder)
         self.state.set_value("data.path", str(folder))
-        self.model_page.set_report(None)
-        self.runs_page.refresh()
+        for page in self.page_stack.built():  # a page built later is told when it is built
+            page.set_project(folder)
         self.rescan_action.setEnabled(True)
-        self.show_page(self.data_page)
+        self.show_page(self.page(DataPage))
         self.scanner.scan(folder)
 
     def rescan(self) -> None:
@@ -206,20 +169,18 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
         self.open_dataset(folder)
 
-    @property
-    def model_pages(self) -> tuple[QWidget, ...]:
-        """The pages that list the project's trained models and must see new ones."""
-        return (self.ensemble_page, self.evaluate_page, self.predict_page, self.export_page)
-
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.controller.is_running or self.search_page.controller.is_running:
+        search = self.page_stack.built_page(SearchPage)
+        if self.controller.is_running or (search is not None and search.controller.is_running):
             # Never close under a running child: ask, and close once it has stopped cleanly.
             event.ignore()
             if not self._close_when_stopped:  # else: stopping already; the last one to end closes the window
                 self._ask_to_stop_before_closing()
             return
         self.scanner.abort()
-        self.model_page.lr_finder.controller.stop()
+        model = self.page_stack.built_page(ModelPage)
+        if model is not None:
+            model.lr_finder.controller.stop()
         self._save_ui_state()
         super().closeEvent(event)
 
@@ -236,9 +197,11 @@ class MainWindow(QMainWindow):
             if box.clickedButton() is stop:
                 self._close_when_stopped = True
                 self.controller.stop()
-                # A search's first stop waits for its trials; the second interrupts them (they resume later).
-                self.search_page.stop()
-                self.search_page.stop()
+                search = self.page_stack.built_page(SearchPage)
+                if search is not None:
+                    # A search's first stop waits for its trials; the second interrupts them (they resume later).
+                    search.stop()
+                    search.stop()
 
         box.finished.connect(on_finished)
         box.open()  # window-modal without a nested event loop
@@ -276,22 +239,42 @@ class MainWindow(QMainWindow):
     def _on_controller_run_ended(self, state: str, message: str) -> None:
         self.stop_action.setEnabled(False)
         self._set_status(f"Run {state}" + (f": {message}" if message else ""))
-        self._refresh_model_pages()
+        self._refresh_pages()
         if self._close_when_stopped:
             self.close()
 
     def _on_search_run_ended(self, _state: str, _message: str) -> None:
-        self._refresh_model_pages()
+        self._refresh_pages()
         if self._close_when_stopped:
             self.close()
 
     def _on_ensemble_page_evaluate_requested(self, manifest: Path) -> None:
-        self.show_page(self.evaluate_page)
-        self.evaluate_page.evaluate_model(manifest)
+        evaluate = self.page(EvaluatePage)
+        self.show_page(evaluate)
+        evaluate.evaluate_model(manifest)
 
-    def _refresh_model_pages(self) -> None:
-        for page in self.model_pages:
+    def _refresh_pages(self) -> None:
+        for page in self.page_stack.built():  # a page built later reads the disk when it is built
             page.refresh()
+
+    def _on_page_stack_page_created(self, page: Page) -> None:
+        """Tell a new page what the others were told, and carry its requests to the pages they concern."""
+        if self._dataset_path is not None:
+            page.set_project(self._dataset_path)
+        if self._report is not None:
+            page.set_report(self._report)
+        if isinstance(page, ProjectPage):
+            page.project_chosen.connect(self.open_dataset)
+        elif isinstance(page, DataPage):
+            page.open_requested.connect(self.choose_dataset)
+        elif isinstance(page, RunsPage):
+            page.config_loaded.connect(lambda _run: self.show_page(self.page(ModelPage)))
+        elif isinstance(page, SearchPage):
+            page.best_config_applied.connect(lambda: self.show_page(self.page(ModelPage)))
+            page.controller.run_ended.connect(self._on_search_run_ended)
+        elif isinstance(page, EnsemblePage):
+            page.manifest_saved.connect(lambda _path: self._refresh_pages())
+            page.evaluate_requested.connect(self._on_ensemble_page_evaluate_requested)
 
     # Set-up --------------------------------------------------------------------------------------
 
@@ -302,7 +285,7 @@ class MainWindow(QMainWindow):
         self.open_action.setStatusTip("Open a folder with one sub-folder of images per class")
         self.open_action.triggered.connect(self.choose_dataset)
         self.rescan_action = QAction(style.standardIcon(QStyle.StandardPixmap.SP_BrowserReload), "&Rescan", self)
-        self.rescan_action.setShortcuts([QKeySequence.StandardKey.Refresh, QKeySequence("Ctrl+R")])
+        self.rescan_action.setShortcuts([QKeySequence(QKeySequence.StandardKey.Refresh), QKeySequence("Ctrl+R")])
         self.rescan_action.setStatusTip("Scan the open folder again")
         self.rescan_action.setEnabled(False)
         self.rescan_action.triggered.connect(self.rescan)
@@ -320,7 +303,7 @@ class MainWindow(QMainWindow):
         self.start_action.triggered.connect(self._on_start_action_triggered)
         self.stop_action = QAction(style.standardIcon(QStyle.StandardPixmap.SP_MediaStop), "S&top training", self)
         self.stop_action.setShortcut(QKeySequence("Ctrl+."))
-        self.stop_action.triggered.connect(self.train_page.stop)
+        self.stop_action.triggered.connect(lambda: self.page(TrainPage).stop())
         self.stop_action.setEnabled(False)
         self.controller.run_started.connect(lambda _run: self.stop_action.setEnabled(True))
 
@@ -369,7 +352,7 @@ class MainWindow(QMainWindow):
             self.restoreState(state, ui_settings.LAYOUT_VERSION)
         splitter = ui_settings.read_bytes(self._settings, ui_settings.KEY_DATA_SPLITTER)
         if splitter is not None:
-            self.data_page.restore_state(splitter)
+            self.page(DataPage).restore_state(splitter)
 
     def _resize_to_default(self) -> None:
         screen = self.screen()
@@ -380,24 +363,25 @@ class MainWindow(QMainWindow):
         self._settings.setValue(ui_settings.KEY_LAYOUT_VERSION, ui_settings.LAYOUT_VERSION)
         self._settings.setValue(ui_settings.KEY_WINDOW_GEOMETRY, self.saveGeometry())
         self._settings.setValue(ui_settings.KEY_WINDOW_STATE, self.saveState(ui_settings.LAYOUT_VERSION))
-        self._settings.setValue(ui_settings.KEY_DATA_SPLITTER, self.data_page.save_state())
+        self._settings.setValue(ui_settings.KEY_DATA_SPLITTER, self.page(DataPage).save_state())
         self._settings.sync()
 
     def _on_start_action_triggered(self) -> None:
-        self.show_page(self.train_page)
-        self.train_page.start()
+        train = self.page(TrainPage)
+        self.show_page(train)
+        train.start()
 
     # Scanner slots -------------------------------------------------------------------------------
 
     def _on_scanner_scan_started(self, path: Path) -> None:
-        self.data_page.show_scanning(path)
+        self.page(DataPage).show_scanning(path)
         self._set_status(f"Scanning {path}…")
         self.status_progress.setRange(0, 0)
         self.status_progress.show()
         self.scan_started.emit(path)
 
     def _on_scanner_scan_progressed(self, done: int, total: int) -> None:
-        self.data_page.show_progress(done, total)
+        self.page(DataPage).show_progress(done, total)
         self.status_label.setText(f"Scanning {done:,}/{total:,}…")
         self.status_progress.setRange(0, max(total, 1))
         self.status_progress.setValue(done)
@@ -406,8 +390,8 @@ class MainWindow(QMainWindow):
         report = result.report
         self._report = report
         self.status_progress.hide()
-        self.data_page.show_report(report)
-        self.model_page.set_report(report)
+        for page in self.page_stack.built():  # a page built later is told when it is built
+            page.set_report(report)
         problems = len(report.problems)
         message = (
             f"Scanned {len(report.records):,} files in {len(report.classes)} classes: "
@@ -423,7 +407,7 @@ class MainWindow(QMainWindow):
     def _on_scanner_scan_failed(self, message: str) -> None:
         self.status_progress.hide()
         path = self.scanner.path or Path()
-        self.data_page.show_error(path, message)
+        self.page(DataPage).show_error(path, message)
         self._set_status(f"Cannot use {path.name or path}: see the message above.")
         self.scan_failed.emit(message)
 

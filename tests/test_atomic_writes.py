@@ -132,30 +132,30 @@ SITES: dict[str, Site] = {
 
 def _events_old(folder: Path) -> None:
     run = RunFolder(folder)
-    run.write_event("run_started")
-    run.write_event("epoch_finished", epoch=1)
+    run.write_event("epoch_started", epoch=1, num_epochs=1, batches=1)
+    run.write_event("epoch_finished", epoch=1, metrics={})
 
 
 def _events_new(folder: Path) -> None:
-    RunFolder(folder).write_event("diagnosis_raised", epoch=2, message=BIG)
+    RunFolder(folder).write_event("image_skipped", epoch=2, split="train", path="a.png", reason=BIG)
 
 
 def _events_after(folder: Path) -> None:
     # What the child's top-level handler does next, once there is room again.
-    RunFolder(folder).write_event("run_failed", error_type="OSError", message="disk full")
+    RunFolder(folder).write_event("run_failed", error_type="OSError", message="disk full", traceback="")
 
 
 def _search_events_old(folder: Path) -> None:
-    SearchEvents(folder / "events.jsonl").write("search_started", study="s")
+    SearchEvents(folder / "events.jsonl").write("trial_started", number=0, stage="coarse", params={}, run_dir="t0")
 
 
 def _search_events_new(folder: Path) -> None:
-    SearchEvents(folder / "events.jsonl").write("trial_finished", message=BIG)
+    SearchEvents(folder / "events.jsonl").write("search_failed", error_type="OSError", message=BIG)
 
 
 def _search_events_after(folder: Path) -> None:
     # Another worker's next event (several processes append to a search's events, so none may cut the file back).
-    SearchEvents(folder / "events.jsonl").write("search_finished")
+    SearchEvents(folder / "events.jsonl").write("trial_started", number=1, stage="coarse", params={}, run_dir="t1")
 
 
 APPEND_ONLY = {"events": (_events_old, _events_new, _events_after),
@@ -240,18 +240,18 @@ def test_an_event_append_that_fails_half_way_leaves_no_fragment_for_the_next_lin
     data = events_path.read_bytes()
     # The old lines, untouched, then the next event as one whole line: nothing of the failed one.
     assert data.startswith(old) and data.endswith(b"\n") and data.count(b"\n") == old.count(b"\n") + 1
-    assert [event["event"] for event in read_events(events_path)] == ["run_started", "epoch_finished", "run_failed"]
+    assert [event["event"] for event in read_events(events_path)] == ["epoch_started", "epoch_finished", "run_failed"]
     assert not [path for path in events_path.parent.iterdir() if path.name != "events.jsonl"]
 
 
 def test_a_search_event_cut_short_by_a_full_disk_does_not_swallow_the_next_one(failed_overwrites: dict) -> None:
     events_path = failed_overwrites["folders"]["search_events"] / "events.jsonl"
     assert failed_overwrites["errors"]["search_events"].startswith(f"OSError: [Errno 28] {events_path}: event "
-                                                                   "'trial_finished' was cut short")
+                                                                   "'search_failed' was cut short")
     old = failed_overwrites["before"]["search_events"]["events.jsonl"]
     data = events_path.read_bytes()
     assert data.startswith(old)  # what was there stays; the fragment is its own line, skipped by readers
-    assert [event["event"] for event in read_events(events_path)] == ["search_started", "search_finished"]
+    assert [event["event"] for event in read_events(events_path)] == ["trial_started", "trial_started"]
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,22 @@ def pixels(tensor: torch.Tensor) -> np.ndarray:
     """Undo the normalisation: ``(H, W, 3)`` uint8."""
     values = tensor * torch.tensor(STD).view(3, 1, 1) + torch.tensor(MEAN).view(3, 1, 1)
     return (values * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def test_presets_and_controls_load_without_torch_or_albumentations() -> None:
+    # The GUI's augmentation form shows and checks the controls in a process that has not loaded them.
+    script = (
+        "import sys\n"
+        "from augment import get_preset, list_presets, resolve_controls\n"
+        "from engine.core.config import AugmentConfig\n"
+        "assert resolve_controls(AugmentConfig(preset='light', cutout=0.5)).cutout == 0.5\n"
+        "assert [get_preset(name).changes_images for name in list_presets()] == [False, True, True, True]\n"
+        "heavy = sorted({'torch', 'timm', 'albumentations', 'cv2'} & set(sys.modules))\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("preset", AUGMENT_PRESETS)

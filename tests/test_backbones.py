@@ -14,19 +14,10 @@ from timm.models import get_pretrained_cfg
 from torch import nn
 
 from engine.core.errors import BackboneUnavailable, CheckpointError, ConfigError
-from engine.models.backbones import (
-    DataSettings,
-    LoadedBackbone,
-    classifier_of,
-    create_model,
-    describe_backbone,
-    extract_pooled_features,
-    list_backbones,
-    num_stages,
-    resolve_data_settings,
-    set_trainable_stages,
-    stage_names,
-)
+from engine.data.settings import DataSettings, resolve_data_settings
+from engine.models.backbone_catalog import describe_backbone, list_backbones
+from engine.models.backbones import LoadedBackbone, classifier_of, create_model, extract_pooled_features
+from engine.models.stages import num_stages, set_trainable_stages, stage_names
 from engine.models.weights import file_digest, get_weights_provider, load_state_dict_file
 
 LITE0 = "tf_efficientnet_lite0"

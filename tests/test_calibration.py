@@ -30,7 +30,8 @@ from engine.evaluation.calibration import (
     temperature_from_metadata,
 )
 from engine.evaluation.predict import Predictor
-from engine.models.checkpoint import load_checkpoint, read_checkpoint_metadata
+from engine.models.checkpoint import load_checkpoint
+from engine.models.checkpoint_metadata import read_checkpoint_metadata
 from engine.training.train import train
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 from engine.core.paths import project_dir_for
@@ -20,6 +23,29 @@ def test_lists_every_checkpoint_newest_run_first_then_ensembles(demo_project: Pa
     ensemble = entries[-1]
     assert ensemble.kind == "ensemble" and ensemble.label == "ensemble · pair (2 members)"
     assert all(member.is_file() for member in ensemble.members)
+
+
+def test_listing_and_reading_models_never_loads_torch(demo_project: Path) -> None:
+    # The GUI lists, describes and shows models in its own process, which must start without torch.
+    script = textwrap.dedent(f"""
+        import sys
+        from engine.core.paths import project_dir_for
+        from engine.evaluation.activation_map import ActivationMap, overlay
+        from engine.evaluation.catalog import list_models
+        from engine.evaluation.manifest import load_manifest
+        from engine.evaluation.predictions import Prediction, ProbabilityModel, write_predictions_csv
+        from engine.models.backbone_info import WEIGHTS_AUTO, BackboneInfo
+        from engine.models.checkpoint_metadata import read_checkpoint_metadata
+
+        entries = list_models(project_dir_for({str(demo_project)!r}))
+        manifest = load_manifest(entries[-1].path)
+        assert read_checkpoint_metadata(manifest.members[0].path)["classes"] == list(manifest.classes)
+        heavy = sorted({{"torch", "torchvision", "timm", "albumentations"}} & set(sys.modules))
+        assert not heavy, heavy
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr
 
 
 def test_damaged_files_are_listed_with_the_reason(tmp_path: Path) -> None:

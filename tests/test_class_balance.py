@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from demo_photos import copy_demo
 
 from engine.core.config import RunConfig
-from engine.training.loop import Callback, LoopState
+from engine.training.callback import Callback, LoopState
 from engine.training.losses import create_loss
 from engine.training.setup import build_training, prepare_run_data
 from engine.training.train import RunResult, train

@@ -1,4 +1,5 @@
-"""The recipe commands through the real CLI: preview, sanity, lr-find."""
+"""The command line itself (parsing and refusing before torch loads) and the recipe commands through it:
+preview, sanity, lr-find."""
 
 from __future__ import annotations
 
@@ -23,6 +24,47 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_cli(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "main.py", *arguments], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
+
+
+# Modules that take seconds to import: the command line must be parsed and refused without them.
+HEAVY_MODULES = ("torch", "torchvision", "timm", "albumentations")
+
+
+def test_building_the_parser_imports_nothing_heavy() -> None:
+    script = ("import json, sys, cli\n"
+              "cli.build_parser().parse_args(['train', 'photos', '--mode', 'fine_tune', '--set', 'optim.epochs=3'])\n"
+              "print(json.dumps(sorted(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout))
+    assert "cli.train" in loaded and not loaded & set(HEAVY_MODULES)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "refusal"),
+    [
+        (("train", "resources/demo", "--set", "bad"),
+         "error: --set 'bad': expected key=value, e.g. optim.learning_rate=3e-4"),
+        (("train", "resources/demo", "--set", "optim.learning_rat=1"),
+         "error: optim.learning_rat: unknown setting; did you mean 'learning_rate'?"),
+        (("train", "resources/demo", "--set", "optim.learning_rate=-1"),
+         "error: optim.learning_rate: must be > 0, got -1.0"),
+        (("train", "resources/demo", "--set", "doctor.checks=[initial_los]"),
+         "error: doctor.checks[0]: must be one of the registered doctor checks (initial_loss, divergence, "
+         "learning_rate_too_low, learning_rate_collapsed, update_ratio, overfitting, bad_start, class_imbalance), "
+         "got 'initial_los'"),
+        (("lr-find", "/no/such/folder", "--lr", "0.1"), "error: data folder not found: /no/such/folder"),
+    ],
+)
+def test_bad_settings_are_refused_in_one_line_before_torch_loads(arguments: tuple[str, ...], refusal: str) -> None:
+    # -X importtime writes a line per imported module to stderr: the refusal must be the only other line.
+    result = subprocess.run([sys.executable, "-X", "importtime", "main.py", *arguments], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    imported = [line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    said = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode == 2
+    assert said == [refusal]
+    assert "cli.options" in imported and not set(imported) & set(HEAVY_MODULES)
 
 
 def test_preview_writes_a_grid(demo: Path, tmp_path: Path) -> None:

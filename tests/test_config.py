@@ -52,6 +52,10 @@ def test_every_field_has_a_comment_in_the_default_yaml() -> None:
         ({"augment": {"cutout_holes": [1, "x"]}}, "augment.cutout_holes[1]: must be a whole number, got 'x'"),
         ({"augment": {"cutmix_alpha": 1.0}}, "augment.cutmix_alpha: cutmix pastes pixels"),
         ({"doctor": {"checks": "divergence"}}, "doctor.checks: must be a list of texts, got 'divergence'"),
+        ({"doctor": {"checks": ["divergence", "initial_los"]}},
+         "doctor.checks[1]: must be one of the registered doctor checks (initial_loss, divergence, "),
+        ({"optim": {"schedule": "cosin"}}, "optim.schedule: must be one of the registered schedules (cosine, constant,"
+                                           " step, linear, inverse_sqrt, cosine_restarts), got 'cosin'"),
         ({"data": {"val_fraction": 1.5}}, "data.val_fraction: must be in [0, 1), got 1.5"),
         ({"data": {"input_size": "big"}}, "data.input_size: must be a whole number or null, got 'big'"),
         ({"amp": "yes"}, "amp: must be true or false, got 'yes'"),

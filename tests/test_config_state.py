@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.core.errors import ConfigError
-from gui.config_state import ConfigState
+from gui.services.config_state import ConfigState
 
 
 def test_edits_are_validated_and_refusals_are_remembered(qtbot) -> None:

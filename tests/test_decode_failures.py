@@ -18,7 +18,7 @@ from engine.core.config import RunConfig
 from engine.evaluation.evaluate import evaluate
 from engine.evaluation.predict import Predictor
 from engine.evaluation.tta import TestTimeAugmentation
-from engine.training.loop import Callback, LoopState
+from engine.training.callback import Callback, LoopState
 from engine.training.runfolder import RunFolder, read_events
 from engine.training.setup import build_training, prepare_run_data
 from engine.training.train import train
@@ -151,7 +151,7 @@ def test_evaluation_scores_only_the_images_that_decode(demo_run: Path,
 
 
 def test_the_run_log_names_a_skipped_file_once_and_counts_them_per_epoch() -> None:
-    from gui.run_log import describe_event
+    from gui.pages.train.run_log import describe_event
 
     text, tone = describe_event({"event": "image_skipped", "split": "val", "path": "/photos/bag/b1.png",
                                  "reason": "/photos/bag/b1.png: cannot decode the image: image file is truncated"})

@@ -27,9 +27,10 @@ from engine.data.loading import DistributedWeightedSampler, FeatureBatches
 from engine.evaluation.predict import Predictor
 from engine.models.checkpoint import load_checkpoint
 from engine.training.distributed import LaunchOptions, launch_training, torchrun_arguments, worker_arguments
+from engine.training.optimizer import batch_scale
 from engine.training.runfolder import RunFolder, read_events
 from engine.training.schedules import scaled_learning_rate
-from engine.training.setup import batch_scale, prepare_run_data
+from engine.training.setup import prepare_run_data
 
 ROOT = Path(__file__).resolve().parents[1]
 # What main.py's train handler does with --nproc 2, for scripts other than main.py that call engine.training.train.
@@ -122,7 +123,7 @@ import torch
 import torch.distributed as dist
 
 from engine.core.config import load_config
-from engine.training.loop import Callback
+from engine.training.callback import Callback
 from engine.training.train import train
 
 
@@ -336,7 +337,7 @@ def test_ranks_share_out_each_epoch() -> None:
 def test_an_attached_run_folder_writes_nothing(tmp_path: Path) -> None:
     RunFolder.create(tmp_path / "run", RunConfig()).request_stop()
     view = RunFolder.attach(tmp_path / "run")
-    view.write_event("run_started", epoch=1)
+    view.write_event("epoch_finished", epoch=1, metrics={})
     view.write_status("running")
     view.write_metrics([{"epoch": 1, "train_loss": 1.0}])
     view.clear_stop()

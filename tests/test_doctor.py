@@ -28,6 +28,7 @@ from engine.core.errors import ConfigError
 from engine.data.health import scan_dataset
 from engine.data.loading import FeatureBatches
 from engine.models.heads import create_head, install_head
+from engine.training.callback import Callback, LoopState
 from engine.training.callbacks import LRSchedule, MetricsRecorder
 from engine.training.doctor import (
     DIAGNOSIS_EVENT,
@@ -39,11 +40,12 @@ from engine.training.doctor import (
     list_checks,
     register_check,
 )
-from engine.training.doctor_checks import Divergence, nice_rate
-from engine.training.loop import Callback, Loop, LoopState
+from engine.training.doctor.checks.divergence import Divergence
+from engine.training.doctor.rates import nice_rate
+from engine.training.loop import Loop
 from engine.training.losses import ClassificationLoss, create_loss
+from engine.training.optimizer import parameter_groups
 from engine.training.schedules import create_scheduler
-from engine.training.setup import parameter_groups
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 NUM_CLASSES = 10
@@ -83,7 +85,7 @@ class Events:
 
 
 def doctor_config(**changes: Any) -> RunConfig:
-    # Healthy heads measure update ratios up to ~0.05 (see engine.training.doctor_checks.UpdateRatio); 0.1 is the
+    # Healthy heads measure update ratios up to ~0.05 (see engine.training.doctor.checks.update_ratio); 0.1 is the
     # band's top the doctor was calibrated with.
     base = {"data.path": "unused"}
     return RunConfig().with_changes(**{**base, **changes})
@@ -137,8 +139,11 @@ def warnings_or_errors(events: Events) -> list[Diagnosis]:
 
 def test_every_configured_check_is_registered_and_explained() -> None:
     checks = list_checks()
+    # The default of doctor.checks is every built-in check, in the order the checks package registers them.
     assert [check.name for check in checks] == list(RunConfig().doctor.checks)
+    assert [check.name for check in checks][:2] == ["initial_loss", "divergence"]
     for check in checks:
+        assert check.default
         assert get_check(check.name) is check
         assert check.title and len(check.description) > 40
         assert check.order == 20  # after MetricsRecorder (10) has published the epoch's row
@@ -151,12 +156,13 @@ def test_create_doctor_follows_the_config() -> None:
     assert create_doctor(config.with_changes(**{"doctor.enabled": False}), context) == []
     assert len(create_doctor(RunConfig(), context)) == len(RunConfig().doctor.checks)
 
-    typo = config.with_changes(**{"doctor.checks": ["initial_los"]})
     with pytest.raises(ConfigError) as raised:
-        create_doctor(typo, context)
-    assert str(raised.value) == "doctor.checks: unknown check 'initial_los'; did you mean 'initial_loss'?"
-    with pytest.raises(ConfigError, match="known checks: initial_loss, divergence"):
-        get_check("zzz")
+        config.with_changes(**{"doctor.checks": ["divergence", "initial_los"]})
+    assert str(raised.value).startswith(
+        "doctor.checks[1]: must be one of the registered doctor checks (initial_loss, divergence, ")
+    assert str(raised.value).endswith(", class_imbalance), got 'initial_los'")
+    with pytest.raises(ConfigError, match=r"^doctor\.checks: .*got 'initial_los'; did you mean 'initial_loss'\?$"):
+        get_check("initial_los")
 
 
 def test_register_check_refuses_a_second_class_under_a_taken_name() -> None:

@@ -16,21 +16,12 @@ from demo_photos import copy_demo
 from engine.core.config import RunConfig
 from engine.core.errors import CheckpointError, ConfigError
 from engine.data.prepare import prepare_dataset
-from engine.evaluation.ensemble import (
-    Ensemble,
-    accuracy,
-    build_greedy_manifest,
-    build_manifest,
-    greedy_selection,
-    is_manifest,
-    load_manifest,
-    load_probability_model,
-    load_validation_split,
-    log_loss,
-    save_manifest,
-)
+from engine.evaluation.ensemble import Ensemble, build_greedy_manifest, load_probability_model
+from engine.evaluation.manifest import build_manifest, is_manifest, load_manifest, save_manifest
 from engine.evaluation.predict import Predictor
+from engine.evaluation.selection import accuracy, greedy_selection, log_loss
 from engine.evaluation.tta import TestTimeAugmentation
+from engine.evaluation.validation_split import load_validation_split
 from engine.models.checkpoint import load_checkpoint, save_checkpoint
 from engine.training.train import train
 

@@ -14,10 +14,12 @@ from demo_photos import copy_demo
 from engine.core.config import RunConfig
 from engine.core.errors import ConfigError, DatasetError
 from engine.data.prepare import prepare_dataset
-from engine.evaluation.evaluate import evaluate, evaluate_command, evaluate_probabilities
+from engine.evaluation.evaluate import evaluate, evaluate_command
+from engine.evaluation.manifest import build_manifest, save_manifest
+from engine.evaluation.metrics import evaluate_probabilities
 from engine.evaluation.predict import Predictor
 from engine.evaluation.report import REPORT_FILES
-from engine.models.checkpoint import read_checkpoint_metadata
+from engine.models.checkpoint_metadata import read_checkpoint_metadata
 from engine.training.train import train
 
 CLASSES = ("ant", "bee", "cat", "dog", "eel")
@@ -166,8 +168,6 @@ def test_evaluate_command_writes_a_report_beside_the_run_and_fits_a_temperature(
 
 @pytest.mark.slow
 def test_an_ensemble_manifest_is_evaluated_with_each_member_beside_it(runs: tuple[Path, list[Path]]) -> None:
-    from engine.evaluation.ensemble import build_manifest, save_manifest
-
     data, run_dirs = runs
     manifest = save_manifest(build_manifest(run_dirs), run_dirs[0].parent / "pair.json")
     folder = evaluate_command(manifest, data)

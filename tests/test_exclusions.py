@@ -16,7 +16,7 @@ from engine.core.paths import project_dir_for
 from engine.data.exclusions import EXCLUSIONS_NAME, apply_exclusions, load_exclusions, save_exclusions
 from engine.data.health import scan_dataset
 from engine.data.prepare import prepare_dataset, split_records
-from engine.training.loop import Callback, LoopState
+from engine.training.callback import Callback, LoopState
 from engine.training.runfolder import read_events
 from engine.training.setup import prepare_run_data
 from engine.training.train import train

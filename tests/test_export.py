@@ -25,12 +25,12 @@ from augment import create_eval_transform
 from engine.core.config import RunConfig
 from engine.core.errors import CheckpointError, ConfigError, DatasetError
 from engine.data.images import load_rgb
+from engine.data.settings import DataSettings
 from engine.evaluation.calibration import save_temperature
 from engine.evaluation.ensemble import Ensemble, build_manifest, save_manifest
 from engine.evaluation.predict import Predictor, collect_image_paths
-from engine.export.exporter import PARITY_TOLERANCE, PREDICT_TEMPLATE, ExportResult, export_ensemble, export_model
-from engine.export.formats import load_timm_folder, load_torchscript, read_onnx_metadata
-from engine.data.settings import DataSettings
+from engine.export.exporter import PARITY_TOLERANCE, ExportResult, export_ensemble, export_model
+from engine.export.formats import PREDICT_TEMPLATE, load_timm_folder, load_torchscript, read_onnx_metadata
 from engine.models.checkpoint import read_checkpoint_metadata
 from engine.training.train import train
 

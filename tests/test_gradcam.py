@@ -15,9 +15,11 @@ from engine.core.config import RunConfig
 from engine.core.errors import ConfigError
 from engine.core.paths import project_dir_for
 from engine.data.images import ImageFileError
+from engine.evaluation.activation_map import ActivationMap, overlay
 from engine.evaluation.calibration import save_temperature
-from engine.evaluation.ensemble import Ensemble, build_manifest, save_manifest
-from engine.evaluation.gradcam import ActivationMap, class_activation_map, find_target_layer, overlay
+from engine.evaluation.ensemble import Ensemble
+from engine.evaluation.gradcam import class_activation_map, find_target_layer
+from engine.evaluation.manifest import build_manifest, save_manifest
 from engine.evaluation.predict import Predictor
 from engine.training.train import train
 

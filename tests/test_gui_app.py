@@ -14,6 +14,7 @@ from screenshots import SCREENSHOT_DIR
 
 from engine.models.checkpoint import load_checkpoint
 from gui.main_window import MainWindow
+from gui.pages import AugmentPage, DataPage, EnsemblePage, EvaluatePage, ExportPage, PredictPage, RunsPage, TrainPage
 from gui.style import apply_style
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def window(qtbot, qapp, tmp_path: Path) -> Iterator[MainWindow]:
             main.controller.kill()
     main.close()
     main.scanner.wait_for_done(30_000)
-    main.augment_page.preview.wait_for_done(30_000)
+    main.page(AugmentPage).preview.wait_for_done(30_000)
     main.deleteLater()
     QApplication.processEvents()
 
@@ -61,9 +62,9 @@ def test_every_page_on_the_demo_project(qtbot, window: MainWindow, tmp_path: Pat
         window.sidebar.setCurrentRow(row)
         name = window.sidebar.item(row).text().lower()
         if name == "augment":
-            qtbot.waitSignal(window.augment_page.preview_updated, timeout=120_000).wait()
+            qtbot.waitSignal(window.page(AugmentPage).preview_updated, timeout=120_000).wait()
         if name == "data":
-            qtbot.waitUntil(lambda: window.data_page.thumbnail_grid.thumbnail_model.loaded_count >= 10,
+            qtbot.waitUntil(lambda: window.page(DataPage).thumbnail_grid.thumbnail_model.loaded_count >= 10,
                             timeout=60_000)
         QApplication.processEvents()
         path = SCREENSHOTS / f"{row + 1}-{name}.png"
@@ -75,18 +76,18 @@ def test_every_page_on_the_demo_project(qtbot, window: MainWindow, tmp_path: Pat
 def test_model_pages_on_a_project_with_runs(qtbot, window: MainWindow, demo_project: Path, tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     shutil.copytree(demo_project, photos)  # with its .transfer-studio folder: two runs and an ensemble
-    with qtbot.waitSignal(window.ensemble_page.models_listed, timeout=60_000):
+    with qtbot.waitSignal(window.page(EnsemblePage).models_listed, timeout=60_000):
         open_and_scan(qtbot, window, photos)
     manifest = photos / ".transfer-studio" / "ensembles" / "pair.json"
-    with qtbot.waitSignal(window.evaluate_page.evaluation_finished, timeout=RUN_TIMEOUT_MS) as finished:
-        window.ensemble_page.evaluate_requested.emit(manifest)
+    with qtbot.waitSignal(window.page(EvaluatePage).evaluation_finished, timeout=RUN_TIMEOUT_MS) as finished:
+        window.page(EnsemblePage).evaluate_requested.emit(manifest)
         assert window.pages.currentIndex() == window.sidebar.currentRow()
         assert window.sidebar.currentItem().text() == "Evaluate"
     report = finished.args[0]
     assert (report / "report.json").is_file() and report.parent.name == "evaluations"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for page in (window.ensemble_page, window.evaluate_page, window.predict_page, window.export_page):
-        window.show_page(page)
+    for page_class in (EnsemblePage, EvaluatePage, PredictPage, ExportPage):
+        window.show_page(window.page(page_class))
         QApplication.processEvents()
         name = window.sidebar.currentItem().text().lower()
         assert window.grab().save(str(SCREENSHOTS / f"with-runs-{name}.png"))
@@ -96,7 +97,7 @@ def test_a_run_started_from_the_window_draws_curves_and_is_listed(qtbot, window:
                                                                    small_demo: Path) -> None:
     open_and_scan(qtbot, window, small_demo)
     listed: list[list] = [[]]
-    window.runs_page.runs_listed.connect(listed.append)
+    window.page(RunsPage).runs_listed.connect(listed.append)
     assert window.state.apply({
         "model.backbone": "mobilenetv3_small_050", "model.weights": "none", "model.mode": "fine_tune",
         "optim.epochs": 1, "data.input_size": 64, "data.num_workers": 0, "optim.batch_size": 8,
@@ -104,10 +105,10 @@ def test_a_run_started_from_the_window_draws_curves_and_is_listed(qtbot, window:
     with qtbot.waitSignal(window.controller.run_ended, timeout=RUN_TIMEOUT_MS) as ended:
         window.start_action.trigger()
     assert ended.args[0] == "finished", ended.args
-    xs, ys = window.train_page.curves.series("train_loss")
+    xs, ys = window.page(TrainPage).curves.series("train_loss")
     assert len(xs) >= 1 and len(ys) == len(xs)
-    assert len(window.train_page.curves.series("val_loss")[0]) == 1
-    qtbot.waitUntil(lambda: any(run.path == window.train_page.run_dir and run.state == "finished"
+    assert len(window.page(TrainPage).curves.series("val_loss")[0]) == 1
+    qtbot.waitUntil(lambda: any(run.path == window.page(TrainPage).run_dir and run.state == "finished"
                                 for run in listed[-1]), timeout=30_000)
 
 
@@ -119,7 +120,7 @@ def test_closing_during_a_run_asks_and_stops_cleanly(qtbot, window: MainWindow, 
     })
     with qtbot.waitSignal(window.controller.event_received, timeout=RUN_TIMEOUT_MS,
                           check_params_cb=lambda event: event["event"] == "batch_finished"):
-        window.train_page.start()
+        window.page(TrainPage).start()
     window.close()
     box = window.findChild(QMessageBox, "close_during_run")
     assert box is not None and box.isVisible() and window.isVisible()
@@ -128,7 +129,7 @@ def test_closing_during_a_run_asks_and_stops_cleanly(qtbot, window: MainWindow, 
         stop_button.click()
     assert ended.args[0] == "cancelled"
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=10_000)
-    last = window.train_page.run_dir / "checkpoints" / "last.safetensors"
+    last = window.page(TrainPage).run_dir / "checkpoints" / "last.safetensors"
     assert load_checkpoint(last).metadata["stopped"] == "stopped"
 
 

@@ -19,11 +19,11 @@ from screenshots import SCREENSHOT_DIR
 
 from augment import preview_dataset
 from engine.core.config import RunConfig
-from gui.augment_page import AugmentPage
-from gui.config_state import ConfigState
-from gui.fields import PairField
-from gui.preview_view import NO_DATA_TITLE, PREVIEW_COPIES, UPDATING_TEXT, backbone_data_settings
+from gui.pages.augment.page import AugmentPage
+from gui.pages.augment.preview_view import NO_DATA_TITLE, PREVIEW_COPIES, UPDATING_TEXT, backbone_data_settings
+from gui.services.config_state import ConfigState
 from gui.style import apply_style
+from gui.widgets.fields import PairField
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 SCREENSHOT = SCREENSHOT_DIR / "augment_page.png"

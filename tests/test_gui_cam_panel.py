@@ -9,7 +9,7 @@ from pytestqt.qtbot import QtBot
 from screenshots import SCREENSHOT_DIR
 
 from engine.core.paths import project_dir_for
-from gui.cam_panel import EMPTY_TITLE, NO_MODEL_TITLE, CamPanel
+from gui.pages.evaluate.cam_panel import EMPTY_TITLE, NO_MODEL_TITLE, CamPanel
 
 SCREENSHOTS = SCREENSHOT_DIR
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pytestqt.qtbot import QtBot
 
-from gui.command_runner import CommandRunner
+from gui.services.command_runner import CommandRunner
 
 
 def test_relays_the_lines_of_a_successful_command(qtbot: QtBot) -> None:

@@ -22,13 +22,13 @@ from engine.core.paths import project_dir_for
 from engine.data.exclusions import EXCLUSIONS_NAME
 from engine.data.health import HealthReport, scan_dataset
 from engine.data.prepare import prepare_dataset
-from gui.class_table import ClassTableModel
-from gui.config_state import ConfigState
-from gui.dataset_view import DataPage, folder_url
-from gui.health_view import PATHS_ROLE, USER_GROUP_TITLE, USER_LEFT_OUT_TEXT
-from gui.split_settings import FOLDER_RULE
+from gui.pages.data.class_table import ClassTableModel
+from gui.pages.data.health_view import PATHS_ROLE, USER_GROUP_TITLE, USER_LEFT_OUT_TEXT
+from gui.pages.data.page import DataPage, folder_url
+from gui.pages.data.split_settings import FOLDER_RULE
+from gui.services.config_state import ConfigState
 from gui.style import apply_style
-from gui.thumbnails import FAILED, LOADED, REASON_ROLE, STATUS_ROLE, USER_EXCLUDED_ROLE
+from gui.widgets.thumbnails import FAILED, LOADED, REASON_ROLE, STATUS_ROLE, USER_EXCLUDED_ROLE
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 WAIT_MS = 20_000
@@ -119,7 +119,7 @@ def test_classes_thumbnails_and_placeholders(qtbot, make_page, tmp_path: Path) -
     changed.write_bytes(changed.read_bytes()[:100])  # damaged after the scan: only decoding finds out
     page = make_page()
 
-    page.show_report(report)
+    page.set_report(report)
 
     # The tiny image is usable (a warning); the empty file and the text file are not.
     assert table_counts(page) == {"bag": "40", "coat": "42", "dress": "40"}
@@ -152,7 +152,7 @@ def test_classes_thumbnails_and_placeholders(qtbot, make_page, tmp_path: Path) -
 def test_scrolling_decodes_what_comes_into_view(qtbot, make_page, tmp_path: Path) -> None:
     data = copy_demo(tmp_path / "clothes", ("bag", "coat"))
     page = make_page()
-    page.show_report(scan(data))
+    page.set_report(scan(data))
     grid, model = page.thumbnail_grid, page.thumbnail_grid.thumbnail_model
     qtbot.waitUntil(lambda: model.loaded_count > 0 and model.pending_count == 0, timeout=WAIT_MS)
     last = model.index(model.rowCount() - 1)
@@ -168,7 +168,7 @@ def test_exclude_from_the_health_view_persists_and_training_leaves_it_out(qtbot,
     data = copy_demo(tmp_path / "clothes", ("bag", "coat"), per_class=10)
     tiny = add_bad_files(data, "coat")["tiny"]
     page = make_page()
-    page.show_report(scan(data))
+    page.set_report(scan(data))
     assert table_counts(page)["coat"] == "11"
 
     actions = page.health_view.file_actions
@@ -194,7 +194,7 @@ def test_exclude_from_the_health_view_persists_and_training_leaves_it_out(qtbot,
     assert sum(len(records) for records in prepared.splits.values()) == 20
 
     # A rescan (a new report of the same folder) keeps the exclusion.
-    page.show_report(scan(data))
+    page.set_report(scan(data))
     assert page.excluded_paths == frozenset({tiny})
     assert tree_item_for(page, tiny).text(2) == USER_LEFT_OUT_TEXT
     assert page.split_settings.counts["train"] + page.split_settings.counts["val"] == 20
@@ -209,7 +209,7 @@ def test_exclude_from_the_health_view_persists_and_training_leaves_it_out(qtbot,
 def test_any_image_can_be_excluded_from_the_grid(qtbot, make_page, tmp_path: Path) -> None:
     data = copy_demo(tmp_path / "clothes", ("bag", "coat"), per_class=10)
     page = make_page()
-    page.show_report(scan(data))
+    page.set_report(scan(data))
     grid, model = page.thumbnail_grid, page.thumbnail_grid.thumbnail_model
     first, second = model.index(0), model.index(1)
     grid.selectionModel().select(first, grid.selectionModel().SelectionFlag.ClearAndSelect)
@@ -245,7 +245,7 @@ def test_show_in_file_manager_opens_the_folder(make_page, tmp_path: Path) -> Non
     data = copy_demo(tmp_path / "clothes", ("bag", "coat"), per_class=6)
     tiny = add_bad_files(data, "coat")["tiny"]
     page = make_page()
-    page.show_report(scan(data))
+    page.set_report(scan(data))
     assert folder_url(tiny) == QUrl.fromLocalFile(str(data / "coat"))
 
     catcher = _UrlCatcher()
@@ -266,7 +266,7 @@ def test_split_fields_validate_and_counts_follow(qtbot, make_page, tmp_path: Pat
     data = copy_demo(tmp_path / "clothes", ("bag", "coat", "dress"), per_class=20)
     state = ConfigState()
     page = make_page(state)
-    page.show_report(scan(data))
+    page.set_report(scan(data))
     split = page.split_settings
     assert split.counts == {"train": 48, "val": 12, "test": 0}
     assert split.count_labels["val"].text() == "12" and split.share_labels["val"].text() == "20%"
@@ -293,7 +293,7 @@ def test_presplit_folders_disable_the_fractions(qtbot, make_page, tmp_path: Path
     copy_demo(root / "val", ("bag", "coat"), per_class=3, skip=12)
     page = make_page()
 
-    page.show_report(scan(root))
+    page.set_report(scan(root))
 
     split = page.split_settings
     assert not split.val_field.isEnabled()
@@ -323,7 +323,7 @@ def test_screenshot_of_the_demo_with_a_class_selected(qtbot, make_page, tmp_path
     data = copy_demo(tmp_path / "demo", tuple(sorted(p.name for p in DEMO.iterdir() if p.is_dir())))
     add_bad_files(data, "bag")
     page = make_page()
-    page.show_report(scan(data))
+    page.set_report(scan(data))
     assert page.class_table.select_class("bag")
     model = page.thumbnail_grid.thumbnail_model
     qtbot.waitUntil(lambda: model.loaded_count >= 10 and model.pending_count == 0, timeout=WAIT_MS)

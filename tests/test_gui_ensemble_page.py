@@ -21,9 +21,9 @@ from screenshots import SCREENSHOT_DIR
 from engine.core.config import RunConfig
 from engine.core.paths import project_dir_for
 from engine.training.train import train
-from gui.checkpoint_table import CheckpointTableModel
-from gui.config_state import ConfigState
-from gui.ensemble_page import EnsemblePage
+from gui.pages.ensemble.checkpoint_table import CheckpointTableModel
+from gui.pages.ensemble.page import EnsemblePage
+from gui.services.config_state import ConfigState
 from gui.style import apply_style
 
 PAGE_SIZE = QSize(950, 680)
@@ -108,7 +108,7 @@ def test_hand_picked_weighted_ensemble_is_saved_as_a_manifest(qtbot, make_page, 
     page = make_page(photos)
     shown = rows(page)
     assert len(shown) == 4 and not any(cells["checked"] for cells in shown)
-    assert page.summary_label.text() == "4 checkpoints of photos · 1 saved ensemble"
+    assert page.header.summary_label.text() == "4 checkpoints of photos · 1 saved ensemble"
     scores = [(float(str(cells["Val top-1"]).rstrip("%")), -float(str(cells["Val loss"]))) for cells in shown]
     assert scores == sorted(scores, reverse=True)  # best first
     assert not page.builder.save_button.isEnabled()

@@ -16,9 +16,9 @@ from pytestqt.qtbot import QtBot
 from screenshots import SCREENSHOT_DIR
 
 from engine.core.paths import project_dir_for
-from gui.config_state import ConfigState
-from gui.evaluate_page import EvaluatePage
-from gui.evaluation_reports import evaluations_folder, list_reports
+from engine.evaluation.report_folders import evaluations_folder, list_reports
+from gui.pages.evaluate.page import EvaluatePage
+from gui.services.config_state import ConfigState
 from gui.style import apply_style
 
 EVALUATION_TIMEOUT_MS = 180_000

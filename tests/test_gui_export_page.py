@@ -11,8 +11,8 @@ from screenshots import SCREENSHOT_DIR
 
 from engine.core.config import RunConfig
 from engine.export.exporter import PARITY_TOLERANCE
-from gui.config_state import ConfigState
-from gui.export_page import ExportPage
+from gui.pages.export.page import ExportPage
+from gui.services.config_state import ConfigState
 
 SCREENSHOT = SCREENSHOT_DIR / "export.png"
 EXPORT_TIMEOUT_MS = 180_000

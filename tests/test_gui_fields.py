@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gui.config_state import ConfigState
-from gui.fields import ChoiceField, IntegerField, NumberField, help_text
+from gui.services.config_state import ConfigState
+from gui.widgets.fields import ChoiceField, IntegerField, NumberField, help_text
 
 
 def test_fields_validate_at_the_field_and_carry_help(qtbot) -> None:

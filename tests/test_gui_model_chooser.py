@@ -7,7 +7,7 @@ from pathlib import Path
 from pytestqt.qtbot import QtBot
 
 from engine.core.paths import project_dir_for
-from gui.model_chooser import ModelChooser
+from gui.widgets.model_chooser import ModelChooser
 
 
 def test_lists_the_project_models_and_keeps_the_choice(qtbot: QtBot, demo_project: Path) -> None:

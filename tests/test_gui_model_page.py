@@ -18,11 +18,11 @@ from screenshots import SCREENSHOT_DIR
 from engine.core.config import RunConfig
 from engine.core.paths import project_dir_for
 from engine.data.health import HealthReport
-from gui.backbone_picker import PENDING_TEXT, BackboneTableModel, search_pattern
-from gui.config_state import ConfigState
-from gui.lr_finder_panel import LRFinderPanel
-from gui.model_page import ModelPage
-from gui.recipes import format_rate, recommended_recipe
+from engine.training.recommended import format_rate, recommended_recipe
+from gui.pages.model.backbone_picker import PENDING_TEXT, BackboneTableModel, search_pattern
+from gui.pages.model.lr_finder_panel import LRFinderPanel
+from gui.pages.model.page import ModelPage
+from gui.services.config_state import ConfigState
 from gui.style import apply_style
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"

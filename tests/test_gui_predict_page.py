@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from demo_photos import copy_demo, demo_classes
-from PySide6.QtCore import QMimeData, QPointF, QSize, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSize, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
@@ -17,10 +17,10 @@ from screenshots import SCREENSHOT_DIR
 from engine.core.config import RunConfig
 from engine.evaluation.ensemble import load_probability_model
 from engine.evaluation.predict import Prediction, Predictor
-from gui.config_state import ConfigState
-from gui.predict_page import PredictPage
-from gui.prediction_runner import CHUNK_SIZE
-from gui.prediction_view import PREDICTED, PREDICTION_ROLE, SHOW_UNREADABLE, SORT_LEAST_CONFIDENT, WAITING
+from gui.pages.predict.page import PredictPage
+from gui.pages.predict.prediction_runner import CHUNK_SIZE
+from gui.pages.predict.prediction_view import PREDICTED, PREDICTION_ROLE, SHOW_UNREADABLE, SORT_LEAST_CONFIDENT, WAITING
+from gui.services.config_state import ConfigState
 from gui.style import apply_style
 
 SCREENSHOT = SCREENSHOT_DIR / "predict.png"
@@ -168,7 +168,7 @@ def test_dropped_files_are_added_and_predicted(
     page = make_page(demo_project)
     web = QMimeData()
     web.setUrls([QUrl("https://example.com/cat.jpg")])
-    refused = QDragEnterEvent(QPointF(40, 40), Qt.DropAction.CopyAction, web, Qt.MouseButton.LeftButton,
+    refused = QDragEnterEvent(QPoint(40, 40), Qt.DropAction.CopyAction, web, Qt.MouseButton.LeftButton,
                               Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(page.drop_zone, refused)
     assert not refused.isAccepted()
@@ -176,7 +176,7 @@ def test_dropped_files_are_added_and_predicted(
     files = QMimeData()
     photos = sorted((new_photos / demo_classes()[0]).glob("*.png"))
     files.setUrls([QUrl.fromLocalFile(str(path)) for path in photos])
-    enter = QDragEnterEvent(QPointF(40, 40), Qt.DropAction.CopyAction, files, Qt.MouseButton.LeftButton,
+    enter = QDragEnterEvent(QPoint(40, 40), Qt.DropAction.CopyAction, files, Qt.MouseButton.LeftButton,
                             Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(page.drop_zone, enter)
     assert enter.isAccepted() and page.drop_zone.highlighted

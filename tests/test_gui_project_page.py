@@ -6,13 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, QSettings, QSize, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, QSize, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QFileDialog
 from screenshots import SCREENSHOT_DIR
 
-from gui.project_page import DEMO_PROJECT, ProjectPage
-from gui.settings import KEY_RECENT_PROJECTS, MAX_RECENT_PROJECTS, read_recent_projects
+from gui.pages.project.page import DEMO_PROJECT, ProjectPage
+from gui.services.settings import KEY_RECENT_PROJECTS, MAX_RECENT_PROJECTS, read_recent_projects
 from gui.style import apply_style
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,8 +73,8 @@ def test_choosing_a_folder_emits_it_and_puts_it_first_in_recent(qtbot, page: Pro
 def test_projects_opened_elsewhere_are_remembered_and_return_opens_the_current_one(qtbot, page: ProjectPage,
                                                                                    tmp_path: Path) -> None:
     first, second = make_folders(tmp_path, "flowers", "birds")
-    page.remember_project(first)
-    page.remember_project(second)
+    page.set_project(first)
+    page.set_project(second)
     assert recent_rows(page) == [second, first]
 
     page.recent_list.setFocus()
@@ -155,13 +155,13 @@ def drag_onto(page: ProjectPage, path: Path) -> tuple[QDragEnterEvent, QDropEven
     """Drag ``path`` onto the page as a file manager does; drop it only if the drag is accepted."""
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path))])
-    where = QPointF(page.width() / 2, page.height() / 2)
+    where = QPoint(page.width() // 2, page.height() // 2)  # a drag enters at a whole pixel
     buttons, modifiers = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
     enter = QDragEnterEvent(where, Qt.DropAction.CopyAction, mime, buttons, modifiers)
     QApplication.sendEvent(page, enter)
     if not enter.isAccepted():
         return enter, None
-    drop = QDropEvent(where, Qt.DropAction.CopyAction, mime, buttons, modifiers)
+    drop = QDropEvent(QPointF(where), Qt.DropAction.CopyAction, mime, buttons, modifiers)
     QApplication.sendEvent(page, drop)
     return enter, drop
 

@@ -19,15 +19,15 @@ from screenshots import SCREENSHOT_DIR
 from engine.core.config import RunConfig
 from engine.core.errors import BackboneUnavailable
 from engine.core.paths import project_dir_for
-from engine.training.loop import Callback, LoopState
+from engine.training.callback import Callback, LoopState
+from engine.training.run_summary import list_runs, read_run
 from engine.training.runfolder import RunFolder, read_events
 from engine.training.train import train
-from gui.config_state import ConfigState
-from gui.run_controller import RunController
-from gui.run_curves import curve_name
-from gui.run_list import list_runs, read_run
-from gui.run_table import RunTableModel, displayed_state
-from gui.runs_page import RunsPage
+from gui.pages.runs.page import RunsPage
+from gui.pages.runs.run_curves import curve_name
+from gui.pages.runs.run_table import RunTableModel, displayed_state
+from gui.services.config_state import ConfigState
+from gui.services.run_controller import RunController
 from gui.style import apply_style
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +163,7 @@ def test_runs_are_listed_with_state_epochs_and_best_accuracy(make_page, project:
     assert broken["Status"].startswith("unreadable: config.yaml: not valid YAML")
     assert broken["Backbone"] == "—" and broken["Started"] == "2026-03-03 12:00"
     assert shown[FOREIGN_NAME]["Status"] == "unreadable: no config.yaml: not a run folder"
-    assert page.summary_label.text() == "3 runs of clothes · 2 unreadable folders"
+    assert page.header.summary_label.text() == "3 runs of clothes · 2 unreadable folders"
 
     # Newest first, and the newest readable run of a freshly opened project is selected.
     assert list(shown)[:4] == [BROKEN_NAME, FAILED_NAME, STOPPED_NAME, FINISHED_NAME]

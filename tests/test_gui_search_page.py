@@ -16,11 +16,11 @@ from PySide6.QtCore import QSettings, Qt
 from screenshots import SCREENSHOT_DIR
 
 from engine.core.config import RunConfig, load_config
+from engine.search.folders import searches_dir
 from engine.search.space import default_space
-from engine.search.study import searches_dir
-from gui.config_state import ConfigState
-from gui.search_page import SearchPage
-from gui.search_space_editor import COLUMN_HIGH, COLUMN_LOW, COLUMN_PATH, COLUMN_SCALE
+from gui.pages.search.page import SearchPage
+from gui.pages.search.search_space_editor import COLUMN_HIGH, COLUMN_LOW, COLUMN_PATH, COLUMN_SCALE
+from gui.services.config_state import ConfigState
 from gui.style import apply_style
 
 SEARCH_TIMEOUT_MS = 180_000
@@ -181,3 +181,12 @@ def test_the_space_editor_writes_the_space_into_the_config_and_marks_a_refused_r
 
     editor.reset_to_default()
     assert state.config.search.space == () and editor.table.rowCount() == 4 and page.start_button.isEnabled()
+
+
+def test_a_log_axis_over_decades_labels_only_the_powers_of_ten(page: SearchPage) -> None:
+    plot = page.trial_plot
+    assert plot.x_parameter == "optim.learning_rate"  # 1e-4 to 0.1 on a log scale by default
+    axis = plot.plot.getAxis("bottom")
+    major, minor = axis._tickLevels  # set by the page: pyqtgraph's own labels every 2x..9x as well
+    assert [label for position, label in major if -4.1 <= position <= -0.9] == ["0.0001", "0.001", "0.01", "0.1"]
+    assert {label for _, label in minor} == {""}

@@ -22,11 +22,11 @@ from engine.core.paths import project_dir_for
 from engine.models.checkpoint import load_checkpoint
 from engine.training.doctor import DIAGNOSIS_EVENT, Diagnosis
 from engine.training.runfolder import RunFolder, read_events
-from gui.config_state import ConfigState
-from gui.doctor_panel import HEALTHY_END_TEXT, HEALTHY_TEXT
-from gui.run_controller import RunController
+from gui.pages.train.doctor_panel import HEALTHY_END_TEXT, HEALTHY_TEXT
+from gui.pages.train.page import TrainPage
+from gui.services.config_state import ConfigState
+from gui.services.run_controller import RunController
 from gui.style import apply_style
-from gui.train_page import TrainPage
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 RUN_TIMEOUT_MS = 240_000

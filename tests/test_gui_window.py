@@ -12,17 +12,18 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPointF, QSettings, QSize, Qt, QTimer, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, QSize, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QTreeWidgetItem
 from screenshots import SCREENSHOT_DIR
 
 from engine.data.health import HealthReport
 from gui.app import run_app
-from gui.class_table import ClassTableModel
-from gui.health_view import KEPT_TEXT, LEFT_OUT_TEXT, problem_title
 from gui.main_window import MainWindow
-from gui.settings import KEY_LAYOUT_VERSION, KEY_WINDOW_GEOMETRY, LAYOUT_VERSION
+from gui.pages import DataPage
+from gui.pages.data.class_table import ClassTableModel
+from gui.pages.data.health_view import KEPT_TEXT, LEFT_OUT_TEXT, problem_title
+from gui.services.settings import KEY_LAYOUT_VERSION, KEY_WINDOW_GEOMETRY, LAYOUT_VERSION
 from gui.style import apply_style, create_palette, is_dark
 
 SCAN_TIMEOUT_MS = 30_000
@@ -100,7 +101,7 @@ def open_and_wait(qtbot, window: MainWindow, path: Path) -> HealthReport:
 
 
 def class_table_rows(window: MainWindow) -> dict[str, tuple[str, str]]:
-    model = window.data_page.class_table.model()
+    model = window.page(DataPage).class_table.model()
     rows = {}
     for row in range(model.rowCount()):
         name, images, share = (
@@ -113,7 +114,7 @@ def class_table_rows(window: MainWindow) -> dict[str, tuple[str, str]]:
 
 def health_tree_rows(window: MainWindow) -> list[tuple[str, str, str, str]]:
     """(group title, item, reason, training) for every row under a group, depth first."""
-    tree = window.data_page.health_view.tree
+    tree = window.page(DataPage).health_view.tree
     rows = []
 
     def walk(item: QTreeWidgetItem, group: str) -> None:
@@ -169,7 +170,7 @@ def test_window_shows_classes_and_health_report(qtbot, make_main_window, tmp_pat
         assert training == LEFT_OUT_TEXT
     assert all(training in (LEFT_OUT_TEXT, KEPT_TEXT, "") for _g, _i, _r, training in health_tree_rows(window))
 
-    summary = window.data_page.health_view.summary_label.text()
+    summary = window.page(DataPage).health_view.summary_label.text()
     assert "14 files" in summary and "12 usable images" in summary and "3 classes" in summary
     assert f"{len(report.problems)} problem" in summary
     assert window.status_label.text().startswith("Scanned 14 files in 3 classes")
@@ -186,7 +187,7 @@ def test_dark_palette_keeps_the_report_readable(qtbot, make_main_window, tmp_pat
     window.resize(SCREENSHOT_SIZE)
     open_and_wait(qtbot, window, make_dataset(tmp_path / "clothes"))
 
-    group = window.data_page.health_view.tree.topLevelItem(0)
+    group = window.page(DataPage).health_view.tree.topLevelItem(0)
     assert group.foreground(0).color().lightness() > 128, "severity colours must be light on dark"
     save_screenshot(window, tmp_path, "first_window_dark.png")
 
@@ -201,8 +202,8 @@ def test_folder_without_class_folders_shows_the_error_in_the_window(qtbot, make_
 
     (message,) = failed.args
     assert "no class folders" in message and "Traceback" not in message
-    panel = window.data_page.message_panel
-    assert not window.data_page.showing_report
+    panel = window.page(DataPage).message_panel
+    assert not window.page(DataPage).showing_report
     assert panel.title_label.text() == "Cannot use “loose_pictures”"
     assert message in panel.detail_label.text()
     assert panel.action_button.isVisible() and panel.action_button.text() == "Open data folder…"
@@ -253,13 +254,13 @@ def drag_onto(window: MainWindow, path: Path) -> tuple[QDragEnterEvent, QDropEve
     """Drag ``path`` onto the window, as a file manager does; drop it only if the drag is accepted."""
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path))])
-    where = QPointF(window.width() / 2, window.height() / 2)
+    where = QPoint(window.width() // 2, window.height() // 2)  # a drag enters at a whole pixel
     buttons, modifiers = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
     enter = QDragEnterEvent(where, Qt.DropAction.CopyAction, mime, buttons, modifiers)
     QApplication.sendEvent(window, enter)
     if not enter.isAccepted():
         return enter, None
-    drop = QDropEvent(where, Qt.DropAction.CopyAction, mime, buttons, modifiers)
+    drop = QDropEvent(QPointF(where), Qt.DropAction.CopyAction, mime, buttons, modifiers)
     QApplication.sendEvent(window, drop)
     return enter, drop
 

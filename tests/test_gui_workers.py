@@ -1,4 +1,4 @@
-"""gui.workers: jobs run on a pool thread and report back through signals on the GUI thread."""
+"""gui.services.workers: jobs run on a pool thread and report back through signals on the GUI thread."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from PySide6.QtCore import QThreadPool
 
-from gui.workers import Worker, run_in_thread_pool
+from gui.services.workers import Worker, run_in_thread_pool
 
 SIGNAL_TIMEOUT_MS = 5000
 

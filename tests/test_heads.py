@@ -14,14 +14,9 @@ from augment import create_eval_transform
 from engine.core.config import ACTIVATIONS, ModelConfig
 from engine.core.errors import CheckpointError, ConfigError
 from engine.data.images import load_rgb
-from engine.models.backbones import (
-    LoadedBackbone,
-    classifier_of,
-    create_model,
-    extract_pooled_features,
-    set_trainable_stages,
-)
+from engine.models.backbones import LoadedBackbone, classifier_of, create_model, extract_pooled_features
 from engine.models.heads import LEAKY_RELU_SLOPE, create_head, head_signature, install_head, rebuild_head
+from engine.models.stages import set_trainable_stages
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 MLP = ModelConfig(head="mlp", head_hidden=64, head_batchnorm=True, head_dropout=0.2)

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from engine.core.device import plan_device
-from engine.training.loop import Callback, CancelBatch, CancelEpoch, CancelFit, Loop, LoopState
+from engine.training.callback import Callback, CancelBatch, CancelEpoch, CancelFit, LoopState
+from engine.training.loop import Loop
 
 
 class Recorder(Callback):

@@ -24,7 +24,8 @@ from engine.core.config import RunConfig, load_config
 from engine.core.device import plan_device
 from engine.core.errors import DatasetError
 from engine.data.prepare import prepare_dataset
-from engine.training.loop import Callback, Loop, LoopState
+from engine.training.callback import Callback, LoopState
+from engine.training.loop import Loop
 from engine.training.lr_finder import (
     LRFinder,
     LRFinderCurve,

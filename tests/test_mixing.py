@@ -15,7 +15,8 @@ from augment import create_mixup, mix_batch, soft_target_cross_entropy
 from engine.core.config import AugmentConfig
 from engine.core.device import plan_device
 from engine.core.errors import ConfigError
-from engine.training.loop import Callback, Loop, LoopState
+from engine.training.callback import Callback, LoopState
+from engine.training.loop import Loop
 from engine.training.recipes import MixBatches
 
 CLASSES = 5

@@ -11,8 +11,8 @@ from imagefactory import make_class_folders, truncate
 from PIL import Image
 from screenshots import SCREENSHOT_DIR
 
-from augment import preview, preview_dataset
-from augment.preview import CAPTION_LINES, COPIES_PER_ROW, FONT_SIZE, GAP, MARGIN
+from augment import preview_dataset
+from augment.preview import CAPTION_LINES, COPIES_PER_ROW, FONT_SIZE, GAP, MARGIN, preview
 from engine.core.config import AugmentConfig
 from engine.core.errors import DatasetError
 from engine.data.settings import DataSettings

@@ -10,7 +10,7 @@ from demo_photos import copy_demo
 
 from engine.core.config import RunConfig
 from engine.models.checkpoint import load_checkpoint
-from engine.training.loop import Callback, LoopState
+from engine.training.callback import Callback, LoopState
 from engine.training.losses import ClassificationLoss
 from engine.training.runfolder import RunFolder, read_events
 from engine.training.train import train
@@ -90,6 +90,55 @@ def test_ema_weights_are_the_exponential_average_of_the_trained_weights(three_cl
         torch.testing.assert_close(ema[f"classifier.{key}"].double(), value, rtol=1e-5, atol=1e-7)
         assert torch.equal(raw[f"classifier.{key}"], steps[-1][key])  # ``last`` holds the raw weights
         assert not torch.allclose(value, steps[-1][key].double(), rtol=1e-3, atol=1e-6), key
+
+
+class HeadWeights(Callback):
+    """The head's weights after every optimizer step, by epoch, named as the head's own in both stages."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, dict[str, torch.Tensor]]] = []
+
+    def after_step(self, state: LoopState) -> None:
+        weights = state.model.state_dict()
+        if any(key.startswith("classifier.") for key in weights):  # the whole network: fine-tuning
+            weights = {key.removeprefix("classifier."): value for key, value in weights.items()
+                       if key.startswith("classifier.")}
+        self.steps.append((state.epoch, {key: value.detach().clone() for key, value in weights.items()}))
+
+
+def test_ema_keeps_averaging_through_gradual_unfreezing_in_a_two_stage_run(tmp_path: Path) -> None:
+    # Unfreezing a stage turns its frozen BatchNorms back into BatchNorms, whose state has one more
+    # buffer: the average used to stop matching the model, a size mismatch at the first step after it.
+    data = copy_demo(tmp_path / "data", {"bag": 8, "sneaker": 8, "trouser": 8})
+    decay = 0.9
+    config = small_config(data, **{
+        "model.mode": "two_stage", "model.head_epochs": 1, "optim.epochs": 3, "model.trainable_stages": 0,
+        "model.unfreeze_every": 1, "optim.ema": True, "optim.ema_decay": decay, "data.input_size": 32,
+        "doctor.enabled": False,
+    })
+    head = HeadWeights()
+    result = train(config, tmp_path / "run", callbacks=[head])
+    assert result.state == "finished" and [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert [event["epoch"] for event in events(tmp_path / "run", "stages_unfrozen")] == [3]
+    assert [event["epoch"] for event in events(tmp_path / "run", "checkpoint_saved") if event["name"] == "ema"] == [
+        1, 2, 3]
+    assert all(row["ema_val_loss"] is not None for row in RunFolder(tmp_path / "run").read_metrics())
+    raw = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.safetensors").model_state
+    ema = load_checkpoint(tmp_path / "run" / "checkpoints" / "ema.safetensors").model_state
+    assert ema.keys() == raw.keys()
+
+    # Each stage averages from the weights it starts with (the head stage's last); the average goes on
+    # through the unfreezing at epoch 3 rather than starting again there.
+    head_stage = [weights for epoch, weights in head.steps if epoch == 1]
+    fine_tuning = [weights for epoch, weights in head.steps if epoch > 1]
+    assert len(fine_tuning) > sum(1 for epoch, _ in head.steps if epoch == 3) > 0
+    expected = {key: value.double() for key, value in head_stage[-1].items()}
+    for weights in fine_tuning:
+        expected = {key: decay * value + (1 - decay) * weights[key].double() for key, value in expected.items()}
+    for key, value in expected.items():
+        torch.testing.assert_close(ema[f"classifier.{key}"].double(), value, rtol=1e-5, atol=1e-7)
+    unfrozen = [key for key in raw if not key.startswith("classifier.") and not torch.equal(raw[key], ema[key])]
+    assert unfrozen  # the stage unfrozen at epoch 3 trained, and its average lags behind it
 
 
 def test_early_stopping_ends_the_run_and_keeps_the_best(three_classes: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from demo_photos import copy_demo
 from PIL import Image
 
 from engine.evaluation.calibration import TemperatureFit
-from engine.evaluation.evaluate import Evaluation, Unreadable, evaluate_probabilities
+from engine.evaluation.metrics import Evaluation, Unreadable, evaluate_probabilities
 from engine.evaluation.report import REPORT_FILES, describe_report, write_report
 
 PLOTS = ("confusion.png", "reliability.png", "per_class.png", "top_losses.png")

@@ -24,7 +24,7 @@ from demo_photos import copy_demo
 
 from engine.core.config import RunConfig
 from engine.models.checkpoint import Checkpoint, load_checkpoint
-from engine.training.loop import Callback, LoopState
+from engine.training.callback import Callback, LoopState
 from engine.training.runfolder import RunFolder, read_events
 from engine.training.train import RunResult, resume, train
 

@@ -18,7 +18,7 @@ from demo_photos import copy_demo
 from pytestqt.qtbot import QtBot
 
 from engine.models.checkpoint import load_checkpoint
-from gui.run_controller import RunController
+from gui.services.run_controller import RunController
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
 
@@ -47,6 +47,7 @@ STAND_IN = textwrap.dedent('''
         "lr-find": ("lr_find_finished", {"reason": "loss diverged at 0.3", "suggestion": 0.01}, 0),
         "sanity": ("sanity_finished", {"message": "memorised 20 images"}, 0),
         "search": ("search_finished", {"state": "finished"}, 0),
+        "search-fail": ("search_failed", {"error_type": "OSError", "message": "study.db: database is locked"}, 1),
         "exit-1": (None, {}, 1),
         "exit-0": (None, {}, 0),
     }
@@ -69,7 +70,7 @@ STAND_IN = textwrap.dedent('''
             if behaviour == "obey-stop":
                 write("run_cancelled", reason="stopped", message="stop requested")
                 os._exit(0)
-            write("stop_seen")  # "ignore-stop" and the others: busy elsewhere, never act on it
+            (run_dir / "stop_seen").touch()  # "ignore-stop" and the others: busy elsewhere, never act on it
             reported = True
         time.sleep(0.01)
     write("run_finished", message="")
@@ -184,6 +185,7 @@ def test_the_last_events_are_read_when_the_child_exits_right_after_writing_them(
     ("lr-find", ("finished", "loss diverged at 0.3")),
     ("sanity", ("finished", "memorised 20 images")),
     ("search", ("finished", "")),
+    ("search-fail", ("failed", "study.db: database is locked")),
     ("exit-1", ("failed", "the training process exited with code 1 before it finished")),
     ("exit-0", ("failed", "the training process exited with code 0 before it finished")),
     ("segfault", ("failed", "the training process was killed or crashed (no final event); last checkpoint kept")),
@@ -219,11 +221,9 @@ def test_a_child_that_ignores_stop_is_killed_after_the_grace_period(
     qtbot: QtBot, make_controller, stand_in: Path, tmp_path: Path
 ) -> None:
     controller = make_controller(script=stand_in, poll_interval_ms=20, stop_grace_ms=1000)
-    events: list[str] = []
     stopped_at: list[float] = []
 
     def stop_once_started(event: dict) -> None:
-        events.append(event["event"])
         if event["event"] == "run_started":
             stopped_at.append(time.monotonic())
             controller.stop()
@@ -235,7 +235,7 @@ def test_a_child_that_ignores_stop_is_killed_after_the_grace_period(
     assert tuple(ended.args) == ("failed", "the run did not stop within 1 s of the stop request and was killed "
                                            "(no final event); last checkpoint kept")
     # It was asked (STOP written, and seen by the child) and given the whole grace period first.
-    assert (tmp_path / "stubborn" / "STOP").is_file() and "stop_seen" in events
+    assert (tmp_path / "stubborn" / "STOP").is_file() and (tmp_path / "stubborn" / "stop_seen").is_file()
     assert waited >= 1.0
     assert not controller.is_running
 

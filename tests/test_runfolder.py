@@ -12,24 +12,25 @@ from torch import nn
 
 from engine.core.config import RunConfig
 from engine.core.errors import CheckpointError
+from engine.core.events import EpochFinished, ImageSkipped
 from engine.models.checkpoint import load_checkpoint, read_checkpoint_metadata, resolve_checkpoint_path, save_checkpoint
 from engine.training.runfolder import EventTail, RunFolder, read_events
 
 
 def test_events_are_whole_lines_and_tail_skips_a_partial_line(tmp_path: Path) -> None:
     folder = RunFolder.create(tmp_path / "run", RunConfig())
-    folder.write_event("run_started", epoch=1, step=0, classes=["a", "b"], path=tmp_path)
+    folder.write_event(ImageSkipped.event, epoch=1, step=0, split="train", path=tmp_path, reason="truncated")
     tail = EventTail(folder.events_path)
     first = tail.read_new()
-    assert [event["event"] for event in first] == ["run_started"]
+    assert [event["event"] for event in first] == [ImageSkipped.event]
     assert first[0]["schema"] == 1 and first[0]["path"] == str(tmp_path)
     with open(folder.events_path, "a") as handle:
         handle.write('{"event": "epoch_fin')  # a writer caught mid-line
     assert tail.read_new() == []
     with open(folder.events_path, "a") as handle:
-        handle.write('ished", "epoch": 1}\n')
-    assert [event["event"] for event in tail.read_new()] == ["epoch_finished"]
-    assert [event["event"] for event in read_events(folder.path)] == ["run_started", "epoch_finished"]
+        handle.write('ished", "epoch": 1, "metrics": {}}\n')
+    assert [event["event"] for event in tail.read_new()] == [EpochFinished.event]
+    assert [event["event"] for event in read_events(folder.path)] == [ImageSkipped.event, EpochFinished.event]
 
 
 def test_create_refuses_an_existing_run_and_open_needs_one(tmp_path: Path) -> None:

@@ -65,12 +65,15 @@ def _head(rates: list[list[float]]) -> list[float]:
     return [group_rates[0] for group_rates in rates]
 
 
-def test_every_config_schedule_is_registered() -> None:
-    assert list_schedules() == list(SCHEDULES)
-    with pytest.raises(ConfigError, match=r"optim\.schedule: .*got 'exponential'"):
+def test_the_config_chooses_among_the_registered_schedules() -> None:
+    builtin = ["cosine", "constant", "step", "linear", "inverse_sqrt", "cosine_restarts"]
+    assert list_schedules() == list(SCHEDULES) == builtin
+    with pytest.raises(ConfigError, match=r"^optim\.schedule: must be one of the registered schedules \(cosine, "
+                                          r"constant, .*\), got 'exponential'$"):
         get_schedule("exponential")
     with pytest.raises(ValueError, match="already registered"):
-        register_schedule("cosine", get_schedule("cosine"))
+        register_schedule("cosine", get_schedule("linear"))
+    assert register_schedule("cosine", get_schedule("cosine")) is get_schedule("cosine")  # the same again is harmless
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)

@@ -20,15 +20,16 @@ from optuna.trial import TrialState, create_trial
 
 from engine.core.config import RunConfig, SearchParameter, load_config, save_config, to_yaml
 from engine.core.errors import ConfigError
+from engine.search.folders import searches_dir
 from engine.search.narrowing import config_check, narrow_parameter, narrow_space
 from engine.search.run import check_search_settings, run_search
-from engine.search.space import SeededRandomSampler, default_space, draw
+from engine.search.sampling import SeededRandomSampler, draw
+from engine.search.space import default_space
 from engine.search.study import (
     lost_trials,
     open_study,
     plan_next,
     resolve_storage,
-    searches_dir,
     split_budget,
 )
 from engine.training.runfolder import read_events
@@ -165,7 +166,7 @@ def test_a_stopped_search_resumes_with_parallel_jobs(tmp_path: Path) -> None:
     echo = io.StringIO()
     resumed = run_search(data, study="resumable", jobs=2, echo=echo)  # the stored config, the default storage
     assert resumed.state == "finished" and not (folder / "STOP").exists()
-    assert [record.number for record in resumed.trials] == [0, 1, 2, 3]
+    assert [record.number for record in resumed.trials] == [0, 1, 2, 3], resumed.trials
     assert [record.stage for record in resumed.trials] == ["coarse"] * 3 + ["fine"]
     assert (first_run / "status.json").stat().st_mtime_ns == stamp  # trial 0 was not run again
     followed = [json.loads(line) for line in echo.getvalue().splitlines()]

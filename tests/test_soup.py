@@ -12,12 +12,13 @@ from demo_photos import copy_demo
 
 from engine.core.config import RunConfig
 from engine.core.errors import CheckpointError
-from engine.evaluation.ensemble import accuracy
+from engine.data.prepare import prepare_configured_dataset
 from engine.evaluation.predict import Predictor
+from engine.evaluation.selection import accuracy
 from engine.evaluation.soup import greedy_soup, uniform_soup
-from engine.models.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
-from engine.training.loop import Callback, LoopState
-from engine.training.setup import prepare_run_data
+from engine.models.checkpoint import load_checkpoint, save_checkpoint
+from engine.models.checkpoint_metadata import read_checkpoint_metadata
+from engine.training.callback import Callback, LoopState
 from engine.training.train import train
 
 
@@ -73,7 +74,7 @@ def test_uniform_soup_of_two_snapshots_of_one_run_loads_and_predicts_above_chanc
     assert [member["path"] for member in soup.metadata["soup_of"]] == [str(first), str(second)]
     assert "optimizer" not in soup.metadata and soup.metadata["backbone"] == "tf_efficientnet_lite0"
 
-    dataset = prepare_run_data(runs["config"])
+    dataset = prepare_configured_dataset(runs["config"].data)
     paths, targets = [record.path for record in dataset.splits["val"]], np.array(dataset.targets("val"))
     predicted = Predictor(result.path, device="cpu").predict_proba(paths)
     soup_accuracy = accuracy(predicted.probabilities, targets[predicted.kept])
@@ -85,7 +86,7 @@ def test_uniform_soup_of_two_snapshots_of_one_run_loads_and_predicts_above_chanc
 def test_greedy_soup_never_scores_below_its_best_member(runs: dict) -> None:
     checkpoints = runs["run"] / "checkpoints"
     candidates = [checkpoints / "epoch1.safetensors", checkpoints / "epoch2.safetensors", checkpoints / "best.json"]
-    dataset = prepare_run_data(runs["config"])
+    dataset = prepare_configured_dataset(runs["config"].data)
 
     result = greedy_soup(candidates, dataset, runs["root"] / "soups" / "greedy.safetensors", device="cpu")
 
@@ -156,7 +157,7 @@ def test_greedy_soup_keeps_the_members_that_help_and_leaves_out_the_one_that_hur
     plus = with_head(source, tmp_path / "plus.safetensors", weight + noise, bias + bias_noise)
     minus = with_head(source, tmp_path / "minus.safetensors", weight - noise, bias - bias_noise)
     hurtful = with_head(source, tmp_path / "hurtful.safetensors", -3 * weight, -3 * bias)
-    dataset = prepare_run_data(runs["config"])
+    dataset = prepare_configured_dataset(runs["config"].data)
     paths, targets = [record.path for record in dataset.splits["val"]], np.array(dataset.targets("val"))
     trained = Predictor(source, device="cpu").predict_proba(paths)
     trained_accuracy = accuracy(trained.probabilities, targets[trained.kept])

@@ -16,7 +16,7 @@ from engine.core.config import RunConfig
 from engine.core.paths import project_dir_for
 from engine.evaluation.predict import Predictor
 from engine.models.checkpoint import load_checkpoint
-from engine.training.loop import Callback, LoopState
+from engine.training.callback import Callback, LoopState
 from engine.training.runfolder import RunFolder, read_events
 from engine.training.train import train
 

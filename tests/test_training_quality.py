@@ -13,7 +13,7 @@ import pytest
 from demo_photos import copy_demo
 
 from engine.core.config import RunConfig
-from engine.training.loop import Callback, LoopState
+from engine.training.callback import Callback, LoopState
 from engine.training.runfolder import read_events
 from engine.training.train import train
 

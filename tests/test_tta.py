@@ -14,10 +14,12 @@ from engine.core.config import RunConfig
 from engine.core.errors import ConfigError
 from engine.data.images import load_rgb
 from engine.data.prepare import prepare_dataset
-from engine.evaluation.ensemble import Ensemble, accuracy, build_manifest
-from engine.evaluation.predict import Predictor
-from engine.evaluation.tta import TTA_MODES, TestTimeAugmentation, create_multicrop_transform
 from engine.data.settings import DataSettings
+from engine.evaluation.ensemble import Ensemble
+from engine.evaluation.manifest import build_manifest
+from engine.evaluation.predict import Predictor
+from engine.evaluation.selection import accuracy
+from engine.evaluation.tta import TTA_MODES, TestTimeAugmentation, create_multicrop_transform
 from engine.training.train import train
 
 

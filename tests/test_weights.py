@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from argparse import Namespace
@@ -69,10 +70,16 @@ def test_missing_package_names_it_and_how_to_install(lite0_provider: WeightsProv
 
 
 def test_registering_a_second_provider_for_a_backbone_needs_replace(lite0_provider: WeightsProvider) -> None:
+    other = dataclasses.replace(lite0_provider, package="efficientnet-lite0-other-package")
     with pytest.raises(ValueError, match=LITE0):
-        register_weights_provider(lite0_provider)
-    assert register_weights_provider(lite0_provider, replace=True) is lite0_provider
+        register_weights_provider(other)
     assert get_weights_provider(LITE0) is lite0_provider
+    assert register_weights_provider(lite0_provider) is lite0_provider  # the same provider again is harmless
+    try:
+        assert register_weights_provider(other, replace=True) is other
+        assert get_weights_provider(LITE0) is other
+    finally:
+        register_weights_provider(lite0_provider, replace=True)
 
 
 def test_lite0_converts_once_into_the_cache(

@@ -17,13 +17,13 @@ from typing import Any
 TEMP_SUFFIX = ".tmp"
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(temp_path)``, fsync the result, then move it over ``path``.
 
     Args:
         path: the final file.
         write: writes the complete content to the temporary path it is given
-            (for libraries such as safetensors that insist on a file name).
+            (for libraries such as safetensors that insist on a file name); what it returns is ignored.
 
     Returns:
         The final path.

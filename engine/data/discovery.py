@@ -221,7 +221,7 @@ def _visible_folders(folder: Path) -> list[Path]:
 
 
 def _class_samples(folder: Path, label: str, split: str | None) -> list[Sample]:
-    samples = []
+    samples: list[Sample] = []
     # Symlinked sub-folders are not followed: they can loop, and os.walk would not notice.
     for directory, subfolders, names in os.walk(folder):
         subfolders[:] = [name for name in subfolders if _visible(name)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -20,7 +20,13 @@ import PIL
 
 from engine.core.atomic import atomic_write_json
 from engine.core.errors import DatasetError
-from engine.data.discovery import SPLITS, DatasetSource, Sample, discover_dataset
+from engine.data.discovery import DatasetSource, Sample, discover_dataset
+from engine.data.health_problems import (
+    class_problems,
+    content_problems,
+    image_shape_problems,
+    untrainable_presplit_classes,
+)
 from engine.data.health_report import (
     FILE_PROBLEM_KINDS,
     HEALTH_JSON,
@@ -33,22 +39,18 @@ from engine.data.health_report import (
     Problem,
     kind_rank,
     load_report,
-    relative_path,
 )
 from engine.data.images import ImageFileError, inspect_bytes, read_header
 
 # The report's names are part of this module's surface: callers import them from here.
 __all__ = [
-    "FILE_PROBLEM_KINDS", "HEALTH_JSON", "HEALTH_TEXT", "IMBALANCE_WARNING_RATIO", "MAX_BYTES_IN_MEMORY",
+    "FILE_PROBLEM_KINDS", "HEALTH_JSON", "HEALTH_TEXT", "MAX_BYTES_IN_MEMORY",
     "PROBLEM_KINDS", "SCHEMA_VERSION", "SEVERITIES", "FileRecord", "HealthReport", "Problem", "ScanAborted",
     "load_report", "scan_dataset",
 ]
 
 MAX_BYTES_IN_MEMORY = 256 * 1024 * 1024
 """Files up to this size are read whole for the tail test; larger ones are hashed in chunks."""
-
-IMBALANCE_WARNING_RATIO = 3.0
-"""Largest / smallest usable class size from which imbalance is reported."""
 
 _CACHE_FIELDS = ("size_bytes", "mtime_ns", "sha256", "width", "height", "format", "mode", "problem", "reason")
 
@@ -257,20 +259,20 @@ def _build_report(
         for record in records
         if record.problem is not None
     ]
-    problems += _content_problems(source, [record for record in records if record.problem is None])
+    problems += content_problems(source, [record for record in records if record.problem is None])
     excluded = {path for problem in problems if problem.excluded for path in problem.paths}
     usable = [record for record in records if record.path not in excluded]
 
     if source.layout == "presplit":
         # A class with val/test images but nothing to train on cannot be learnt.
-        problems += _untrainable_presplit_classes(usable)
+        problems += untrainable_presplit_classes(usable)
         excluded = {path for problem in problems if problem.excluded for path in problem.paths}
         usable = [record for record in usable if record.path not in excluded]
 
-    problems += _image_shape_problems(usable, min_size, max_aspect_ratio)
+    problems += image_shape_problems(usable, min_size, max_aspect_ratio)
     counts = Counter(record.label for record in usable)
     class_counts = {label: counts.get(label, 0) for label in source.classes}
-    problems += _class_problems(class_counts, min_images_per_class, problems)
+    problems += class_problems(class_counts, min_images_per_class, problems)
     non_empty = [count for count in class_counts.values() if count > 0]
     ratio = max(non_empty) / min(non_empty) if non_empty else 1.0
     problems.sort(key=lambda p: (kind_rank(p.kind), p.label or "", [str(path) for path in p.paths]))
@@ -291,161 +293,3 @@ def _record(sample: Sample, facts: Mapping[str, Any]) -> FileRecord:
     return FileRecord(path=sample.path, label=sample.label, split=sample.split, **facts)
 
 
-def _split_rank(record: FileRecord) -> int:
-    return SPLITS.index(record.split) if record.split in SPLITS else -1
-
-
-def _content_problems(source: DatasetSource, readable: list[FileRecord]) -> list[Problem]:
-    """Find identical files: under two labels, twice in a class, or in two splits."""
-    shown_base = source.root.parent if source.layout == "csv" else source.root
-    by_hash: dict[str, list[FileRecord]] = defaultdict(list)
-    for record in readable:
-        by_hash[record.sha256 or ""].append(record)
-    problems = []
-    for copies in by_hash.values():
-        if len(copies) < 2:
-            continue
-        copies.sort(key=lambda record: (_split_rank(record), str(record.path)))
-        labels = sorted({record.label for record in copies})
-        if len(labels) > 1:
-            problems.append(
-                Problem(
-                    kind="conflicting_labels",
-                    message=(
-                        f"the same image is labelled {' and '.join(repr(label) for label in labels)}; "
-                        "no copy can be trusted"
-                    ),
-                    paths=tuple(record.path for record in copies),
-                    severity="error",
-                    excluded=True,
-                )
-            )
-            continue
-        kept, *others = copies
-        kept_name = relative_path(kept.path, shown_base)
-        same_split = tuple(record.path for record in others if record.split == kept.split)
-        if same_split:
-            problems.append(
-                Problem(
-                    kind="duplicate_in_class",
-                    message=f"identical to {kept_name}, which is kept; the copies would only add weight",
-                    paths=same_split,
-                    label=kept.label,
-                    severity="info",
-                    excluded=True,
-                )
-            )
-        for split in SPLITS:
-            leaked = tuple(record.path for record in others if record.split == split and split != kept.split)
-            if leaked:
-                problems.append(
-                    Problem(
-                        kind="split_leakage",
-                        message=(
-                            f"identical to {kept_name} in {kept.split}; a copy in {split} would "
-                            "inflate the scores measured on it"
-                        ),
-                        paths=leaked,
-                        label=kept.label,
-                        severity="warning",
-                        excluded=True,
-                    )
-                )
-    return problems
-
-
-def _untrainable_presplit_classes(usable: list[FileRecord]) -> list[Problem]:
-    by_label: dict[str, list[FileRecord]] = defaultdict(list)
-    for record in usable:
-        by_label[record.label].append(record)
-    problems = []
-    for label, records in sorted(by_label.items()):
-        if any(record.split == "train" for record in records):
-            continue
-        problems.append(
-            Problem(
-                kind="empty_class",
-                message=(
-                    f"no usable images in train, so the class cannot be learnt; its {len(records)} images in "
-                    f"{'/'.join(sorted({str(r.split) for r in records}))} are left out"
-                ),
-                paths=tuple(record.path for record in records),
-                label=label,
-                severity="warning",
-                excluded=True,
-            )
-        )
-    return problems
-
-
-def _image_shape_problems(usable: list[FileRecord], min_size: int, max_aspect_ratio: float) -> list[Problem]:
-    problems = []
-    for record in usable:
-        if record.width is None or record.height is None:
-            continue
-        short, long = sorted((record.width, record.height))
-        size = f"{record.width}×{record.height} pixels"
-        if short < min_size:
-            problems.append(
-                Problem(
-                    kind="too_small",
-                    message=f"{size}, below {min_size} px on a side; upscaling it to the model's input blurs it",
-                    paths=(record.path,),
-                    label=record.label,
-                )
-            )
-        if short > 0 and long / short > max_aspect_ratio:
-            problems.append(
-                Problem(
-                    kind="extreme_aspect_ratio",
-                    message=(
-                        f"{size}, aspect ratio {long / short:.1f} above {max_aspect_ratio:g}; "
-                        "resizing squashes it or cropping cuts most of it away"
-                    ),
-                    paths=(record.path,),
-                    label=record.label,
-                )
-            )
-    return problems
-
-
-def _class_problems(class_counts: Mapping[str, int], min_images: int, found: list[Problem]) -> list[Problem]:
-    already_empty = {problem.label for problem in found if problem.kind == "empty_class"}
-    problems = []
-    for label, count in class_counts.items():
-        if count == 0 and label not in already_empty:
-            problems.append(
-                Problem(
-                    kind="empty_class",
-                    message="no usable images; the class is left out of training",
-                    label=label,
-                )
-            )
-        elif 0 < count < min_images:
-            problems.append(
-                Problem(
-                    kind="few_images",
-                    message=(
-                        f"only {count} usable image{'s' if count != 1 else ''}; at least {min_images} "
-                        "are needed to learn and check a class"
-                    ),
-                    label=label,
-                )
-            )
-    non_empty = {label: count for label, count in class_counts.items() if count > 0}
-    if len(non_empty) >= 2:
-        largest = max(non_empty, key=lambda label: (non_empty[label], label))
-        smallest = min(non_empty, key=lambda label: (non_empty[label], label))
-        ratio = non_empty[largest] / non_empty[smallest]
-        if ratio >= IMBALANCE_WARNING_RATIO:
-            problems.append(
-                Problem(
-                    kind="class_imbalance",
-                    message=(
-                        f"{largest!r} has {non_empty[largest]} usable images and {smallest!r} has "
-                        f"{non_empty[smallest]}: ratio {ratio:.1f}; the model will favour {largest!r} "
-                        "unless the loss or sampling is balanced"
-                    ),
-                )
-            )
-    return problems

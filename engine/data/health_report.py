@@ -106,10 +106,20 @@ class FileRecord:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FileRecord:
         """Rebuild a record written by ``to_dict``."""
-        values = {item.name: data.get(item.name) for item in fields(cls)}
-        values["path"] = Path(data["path"])
-        values["label"] = str(data["label"])
-        return cls(**values)
+        return cls(
+            path=Path(data["path"]),
+            label=str(data["label"]),
+            split=data.get("split"),
+            size_bytes=data.get("size_bytes"),
+            mtime_ns=data.get("mtime_ns"),
+            sha256=data.get("sha256"),
+            width=data.get("width"),
+            height=data.get("height"),
+            format=data.get("format"),
+            mode=data.get("mode"),
+            problem=data.get("problem"),
+            reason=data.get("reason"),
+        )
 
 
 @dataclass(frozen=True)

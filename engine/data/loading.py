@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 
 from engine.core.errors import DatasetError
+from engine.core.events import ImageSkipped
 from engine.data.images import load_rgb
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class SkippedImages:
     the epoch's metrics.
 
     Args:
-        report: receives ``("image_skipped", split=..., path=..., reason=...)``, or None.
+        report: receives ``(ImageSkipped.event, split=..., path=..., reason=...)``, or None.
     """
 
     def __init__(self, report: Callable[..., Any] | None = None) -> None:
@@ -92,7 +93,7 @@ class SkippedImages:
         self._reported.add(key)
         log.warning("%s image left out of the run: %s", split, reason if key in reason else f"{key}: {reason}")
         if self.report is not None:
-            self.report("image_skipped", split=split, path=key, reason=reason)
+            self.report(ImageSkipped.event, split=split, path=key, reason=reason)
 
 
 class DecodedBatches:
@@ -170,7 +171,7 @@ class FeatureBatches:
         return len(self._starts())
 
     def _starts(self) -> range:
-        count = len(self.sampler) if self.sampler is not None else len(self.targets)  # type: ignore[arg-type]
+        count = len(self.sampler) if self.sampler is not None else len(self.targets)
         # A training batch of one item breaks BatchNorm heads and gives a noisy step: drop it.
         end = count - 1 if self.shuffle and count % self.batch_size == 1 and count > 1 else count
         return range(0, end, self.batch_size)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.core.config import DataConfig
 from engine.core.errors import DatasetError
 from engine.core.paths import project_dir_for
 from engine.data.discovery import SPLITS, split_samples
@@ -137,6 +138,20 @@ def prepare_dataset(
     return PreparedDataset(
         root=report.root, classes=classes, splits=splits, report=report, excluded_by_user=excluded_by_user
     )
+
+
+def prepare_configured_dataset(data: DataConfig, *, path: str | Path | None = None) -> PreparedDataset:
+    """Scan and split the dataset of a run's data settings: the same images in the same splits as that run.
+
+    Args:
+        data: the run's ``data`` settings (path, validation and test fractions, split seed).
+        path: the dataset, when it is no longer at ``data.path`` (moved since training).
+
+    Raises:
+        DatasetError, ConfigError: as ``prepare_dataset``.
+    """
+    return prepare_dataset(data.path if path is None else path, val_fraction=data.val_fraction,
+                           test_fraction=data.test_fraction, seed=data.split_seed)
 
 
 def split_records(

@@ -8,12 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
-
-from timm.data import resolve_data_config
-from torch import nn
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+_T = TypeVar("_T")
+
+
+def _three(field: str, values: tuple[_T, ...]) -> tuple[_T, _T, _T]:
+    """Return ``values`` as a triple: (channels, height, width), or one value per RGB channel.
+
+    Raises:
+        ConfigError: there are not exactly 3 values.
+    """
+    if len(values) != 3:
+        raise ConfigError(f"data_settings.{field}: expected 3 values, got {list(values)}")
+    return values[0], values[1], values[2]
 
 
 @dataclass(frozen=True)
@@ -54,22 +67,21 @@ class DataSettings:
             input_size = tuple(int(value) for value in data["input_size"])
             mean = tuple(float(value) for value in data["mean"])
             std = tuple(float(value) for value in data["std"])
-            settings = cls(
-                input_size=input_size,
-                mean=mean,
-                std=std,
-                interpolation=str(data["interpolation"]),
-                crop_pct=float(data["crop_pct"]),
-                crop_mode=str(data["crop_mode"]),
-            )
+            interpolation = str(data["interpolation"])
+            crop_pct = float(data["crop_pct"])
+            crop_mode = str(data["crop_mode"])
         except KeyError as error:
             raise ConfigError(f"data_settings.{error.args[0]}: missing") from error
         except (TypeError, ValueError) as error:
             raise ConfigError(f"data_settings: expected numbers and strings as written by to_dict ({error})") from error
-        for field in ("input_size", "mean", "std"):
-            if len(getattr(settings, field)) != 3:
-                raise ConfigError(f"data_settings.{field}: expected 3 values, got {list(getattr(settings, field))}")
-        return settings
+        return cls(
+            input_size=_three("input_size", input_size),
+            mean=_three("mean", mean),
+            std=_three("std", std),
+            interpolation=interpolation,
+            crop_pct=crop_pct,
+            crop_mode=crop_mode,
+        )
 
 
 def resolve_data_settings(model: nn.Module, input_size: int | None = None) -> DataSettings:
@@ -84,6 +96,10 @@ def resolve_data_settings(model: nn.Module, input_size: int | None = None) -> Da
         ConfigError: ``input_size`` is not positive, or differs from the size of a model
             that only accepts its own input size.
     """
+    # Imported here: a caller holds a timm model, so timm is loaded already, and DataSettings alone
+    # (plain data the GUI reads from checkpoint metadata) stays importable without torch.
+    from timm.data import resolve_data_config
+
     config = resolve_data_config(model=model)
     if input_size is not None:
         if input_size <= 0:
@@ -97,9 +113,9 @@ def resolve_data_settings(model: nn.Module, input_size: int | None = None) -> Da
             )
         config = resolve_data_config(args={"input_size": (channels, input_size, input_size)}, model=model)
     return DataSettings(
-        input_size=tuple(int(value) for value in config["input_size"]),
-        mean=tuple(float(value) for value in config["mean"]),
-        std=tuple(float(value) for value in config["std"]),
+        input_size=_three("input_size", tuple(int(value) for value in config["input_size"])),
+        mean=_three("mean", tuple(float(value) for value in config["mean"])),
+        std=_three("std", tuple(float(value) for value in config["std"])),
         interpolation=str(config["interpolation"]),
         crop_pct=float(config["crop_pct"]),
         crop_mode=str(config["crop_mode"]),

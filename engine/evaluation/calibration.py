@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from engine.core.errors import CheckpointError, ConfigError
-from engine.models.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
+from engine.models.checkpoint import load_checkpoint, save_checkpoint
+from engine.models.checkpoint_metadata import read_checkpoint_metadata
 
 NUM_BINS = 15
 # Probabilities are float32 softmax outputs: anything below the smallest normal float32 has

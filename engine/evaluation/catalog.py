@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 from engine.core.errors import TransferStudioError
-from engine.evaluation.ensemble import MANIFEST_KIND
-from engine.models.checkpoint import read_checkpoint_metadata
+from engine.evaluation.manifest import MANIFEST_KIND
+from engine.models.checkpoint_metadata import read_checkpoint_metadata
 
 ENSEMBLES_FOLDER = "ensembles"
 # Where run folders live inside a project: plain runs, and the trials of searches.

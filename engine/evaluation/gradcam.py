@@ -3,7 +3,8 @@
 Grad-CAM (Selvaraju et al. 2017, computed with captum) weighs the channels of the
 backbone's last feature map, the one global pooling reads, by the gradient of a class
 logit, and keeps the positive evidence. Loaded models stay in a small cache keyed by
-file and modification time, so clicking through images does not reload them.
+file and modification time, so clicking through images does not reload them. The result,
+``ActivationMap``, and its painting over the image live in ``engine.evaluation.activation_map`` (no torch).
 """
 
 from __future__ import annotations
@@ -23,47 +24,21 @@ from torch import nn
 
 from engine.core.errors import ConfigError
 from engine.data.images import load_rgb
+from engine.evaluation.activation_map import ActivationMap, overlay
+from engine.evaluation.ensemble import Ensemble
+from engine.evaluation.manifest import is_manifest
 from engine.evaluation.predict import Predictor
-from engine.models.checkpoint import read_checkpoint_metadata, resolve_checkpoint_path
+from engine.models.checkpoint_metadata import read_checkpoint_metadata, resolve_checkpoint_path
+
+__all__ = [
+    "CACHE_SIZE", "TOP_K", "TargetLayer", "class_activation_map", "find_target_layer",
+    # Re-exported because the GUI and the CLI import them from here; their home is engine.evaluation.activation_map.
+    "ActivationMap", "overlay",
+]
 
 # Loaded models kept for the next request; each holds a backbone (tens of MB), so only a few.
 CACHE_SIZE = 3
 TOP_K = 3
-
-
-@dataclass(frozen=True)
-class ActivationMap:
-    """Where a model found the evidence for one class in one image.
-
-    Attributes:
-        image: the picture as the model saw it (after the eval resize and crop, not normalised), RGB.
-        heatmap: ``(H, W)`` float32 in [0, 1], the size of ``image``; 1 is the strongest evidence
-            for ``class_index``, 0 none (all 0 when nothing in the image speaks for the class).
-        class_index: the class explained.
-        class_name: its name.
-        probability: the model's probability of that class for this image, in [0, 1].
-        top: the three most probable ``(class name, probability)``, best first.
-        layer: the layer the map was taken from, e.g. ``bn2`` or ``layer4``; for an ensemble
-            whose members differ, ``member: layer`` for each.
-        classes: every class the model predicts, in index order.
-        probabilities: the probability of each class, in index order (the ensemble's average
-            for an ensemble, after any saved temperature).
-        members: the ensemble members whose maps were averaged (by their weights); empty for a checkpoint.
-        grid: ``(rows, columns)`` of the layer's feature map (the first member's for an ensemble):
-            the map's true resolution before it is smoothly enlarged to the image.
-    """
-
-    image: Image.Image
-    heatmap: np.ndarray
-    class_index: int
-    class_name: str
-    probability: float
-    top: tuple[tuple[str, float], ...]
-    layer: str
-    classes: tuple[str, ...]
-    probabilities: tuple[float, ...]
-    members: tuple[str, ...] = ()
-    grid: tuple[int, int] = (1, 1)
 
 
 @dataclass(frozen=True)
@@ -173,36 +148,6 @@ def class_activation_map(
         return _explain(loaded, image, class_index)
 
 
-def overlay(activation: ActivationMap, alpha: float = 0.45, colormap: str = "jet") -> Image.Image:
-    """The heatmap in colour blended over the image the model saw.
-
-    Args:
-        activation: a ``class_activation_map`` result.
-        alpha: share of the colour map in each pixel, 0 (the image only) to 1 (the map only).
-        colormap: a matplotlib colormap name, e.g. ``jet``, ``inferno``, ``viridis``.
-
-    Returns:
-        An RGB image of ``activation.image``'s size.
-
-    Raises:
-        ConfigError: ``alpha`` outside [0, 1] or an unknown colormap.
-    """
-    # matplotlib.colormaps needs no pyplot and no backend: safe in the GUI process and headless.
-    import matplotlib
-
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"alpha: must be between 0 and 1, got {alpha}")
-    try:
-        colors = matplotlib.colormaps[colormap]
-    except KeyError as error:
-        raise ConfigError(f"colormap: {colormap!r} is not a matplotlib colormap (e.g. jet, inferno, viridis)") \
-            from error
-    painted = colors(np.clip(activation.heatmap, 0.0, 1.0))[..., :3].astype(np.float32) * 255.0
-    picture = np.asarray(activation.image.convert("RGB"), dtype=np.float32)
-    blended = (1.0 - alpha) * picture + alpha * painted
-    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), mode="RGB")
-
-
 @dataclass(frozen=True)
 class _Explainer:
     """One checkpoint ready for Grad-CAM: its predictor, target layer and ensemble weight."""
@@ -232,9 +177,6 @@ _cache_lock = threading.Lock()
 
 def _load(model_path: str | Path, device: str) -> _Loaded:
     """The model at ``model_path`` from the cache, or loaded (and cached) when new or changed on disk."""
-    # Imported here: engine.evaluation.ensemble pulls in dataset preparation, which a single checkpoint never needs.
-    from engine.evaluation.ensemble import Ensemble, is_manifest
-
     ensemble = is_manifest(model_path)
     file = Path(model_path).resolve() if ensemble else resolve_checkpoint_path(model_path).resolve()
     key = (str(file), device)
@@ -245,7 +187,7 @@ def _load(model_path: str | Path, device: str) -> _Loaded:
             return cached
         if ensemble:
             members = Ensemble(file, device=device)
-            predictors = [(name, model, members.weights[name]) for name, model in members.models.items()]
+            predictors = [(name, predictor, members.weights[name]) for name, predictor in members.predictors.items()]
             files = [file, *(member.path for member in members.manifest.members)]
         else:
             predictors = [("", Predictor(file, device=device), 1.0)]
@@ -265,7 +207,7 @@ def _load(model_path: str | Path, device: str) -> _Loaded:
 
 def _stamp(files: Sequence[Path]) -> tuple:
     """Size and modification time of each file (None when it is gone), to notice a rewrite."""
-    stamp = []
+    stamp: list[tuple[int, int] | None] = []
     for file in files:
         try:
             status = os.stat(file)

@@ -1,16 +1,13 @@
 """Predict labels of image files with a trained checkpoint (safetensors + JSON only).
 
 The checkpoint's metadata names the backbone, the classes and the data settings,
-so a prediction uses exactly the preprocessing the model was trained with.
+so a prediction uses exactly the preprocessing the model was trained with. What a
+prediction is (and its CSV) is ``engine.evaluation.predictions``, which needs no torch.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,60 +15,27 @@ import torch
 from torch.utils.data import DataLoader
 
 from augment import create_eval_transform
-from engine.core.atomic import atomic_write_text
 from engine.core.device import plan_device
-from engine.core.errors import CheckpointError, DatasetError
-from engine.data.images import IMAGE_SUFFIXES
+from engine.core.errors import CheckpointError
 from engine.data.loading import ImageDataset, collate_with_failures
-from engine.evaluation.calibration import temperature_from_metadata
-from engine.models.backbones import create_model
 from engine.data.settings import DataSettings
+from engine.evaluation.calibration import temperature_from_metadata
+from engine.evaluation.predictions import (
+    Prediction,
+    ProbabilityResult,
+    TopKPredictions,
+    collect_image_paths,
+    write_predictions_csv,
+)
+from engine.models.backbones import create_model
 from engine.models.checkpoint import load_checkpoint
 from engine.models.heads import rebuild_head
 
-
-@dataclass(frozen=True)
-class Prediction:
-    """Top-k labels of one image, or the reason it could not be read.
-
-    Attributes:
-        path: the image file.
-        labels: best first.
-        probabilities: softmax probability of each label, in [0, 1].
-        error: why the image could not be predicted, or "".
-    """
-
-    path: Path
-    labels: tuple[str, ...] = ()
-    probabilities: tuple[float, ...] = ()
-    error: str = ""
-
-
-class TopKPredictions(ABC):
-    """Top-k predictions from ``predict_proba``: shared by single models, TTA and ensembles.
-
-    A subclass provides ``classes`` and ``predict_proba(paths, batch_size=, progress=)``.
-    """
-
-    classes: list[str]
-
-    @abstractmethod
-    def predict_proba(
-        self, paths: Sequence[Path], *, batch_size: int = 32, progress: Callable[[int, int], None] | None = None
-    ) -> ProbabilityResult:
-        """``(N, C)`` probabilities of the readable files, with which were kept and why others failed."""
-
-    def predict(
-        self,
-        paths: Sequence[Path],
-        *,
-        top_k: int = 3,
-        batch_size: int = 32,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> list[Prediction]:
-        """Predict every file; unreadable files get a Prediction with ``error`` set, in input order."""
-        result = self.predict_proba(paths, batch_size=batch_size, progress=progress)
-        return predictions_from_probabilities(paths, result, self.classes, top_k=top_k)
+__all__ = [
+    "Predictor", "batched_probabilities",
+    # Re-exported because the GUI, the CLI and the exporter import them from here.
+    "Prediction", "ProbabilityResult", "TopKPredictions", "collect_image_paths", "write_predictions_csv",
+]
 
 
 class Predictor(TopKPredictions):
@@ -129,21 +93,6 @@ class Predictor(TopKPredictions):
         return (logits / self.temperature).softmax(dim=1)
 
 
-@dataclass(frozen=True)
-class ProbabilityResult:
-    """Softmax rows of the files that decoded.
-
-    Attributes:
-        probabilities: ``(len(kept), C)`` float32, rows sum to 1.
-        kept: indices (into the input paths) of the rows, in order.
-        failures: ``{index: reason}`` of files that could not be read.
-    """
-
-    probabilities: np.ndarray
-    kept: list[int]
-    failures: dict[int, str]
-
-
 def batched_probabilities(
     paths: Sequence[Path],
     transform: Callable[[object], torch.Tensor],
@@ -172,64 +121,3 @@ def batched_probabilities(
             progress(len(kept) + len(failures), len(paths))
     probabilities = np.concatenate(rows) if rows else np.zeros((0, num_classes), dtype=np.float32)
     return ProbabilityResult(probabilities, kept, failures)
-
-
-def predictions_from_probabilities(
-    paths: Sequence[Path], result: ProbabilityResult, classes: Sequence[str], *, top_k: int = 3
-) -> list[Prediction]:
-    """Top-k labels per file, in input order (any model or ensemble that gives probabilities)."""
-    k = max(1, min(top_k, len(classes)))
-    predictions: dict[int, Prediction] = {
-        index: Prediction(Path(paths[index]), error=reason) for index, reason in result.failures.items()
-    }
-    for row, index in enumerate(result.kept):
-        order = np.argsort(-result.probabilities[row])[:k]
-        predictions[index] = Prediction(
-            Path(paths[index]),
-            labels=tuple(classes[i] for i in order),
-            probabilities=tuple(float(result.probabilities[row, i]) for i in order),
-        )
-    return [predictions[index] for index in range(len(paths))]
-
-
-def collect_image_paths(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively, image suffixes only) into a sorted list of files.
-
-    Raises:
-        DatasetError: an input does not exist, or no image was found.
-    """
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                                and not any(part.startswith(".") for part in p.relative_to(path).parts)))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise DatasetError(f"{path}: no such file or folder")
-    if not found:
-        raise DatasetError(f"no images found in {', '.join(str(item) for item in inputs)}")
-    return found
-
-
-def write_predictions_csv(predictions: Sequence[Prediction], path: str | Path) -> Path:
-    """Write ``path,label_1,probability_1,...,error`` rows atomically."""
-    k = max((len(p.labels) for p in predictions), default=1)
-    header = ["path"] + [f"{name}_{rank}" for rank in range(1, k + 1) for name in ("label", "probability")] + ["error"]
-    lines: list[list[str]] = [header]
-    for prediction in predictions:
-        row = [str(prediction.path)]
-        for rank in range(k):
-            if rank < len(prediction.labels):
-                row += [prediction.labels[rank], f"{prediction.probabilities[rank]:.6f}"]
-            else:
-                row += ["", ""]
-        lines.append([*row, prediction.error])
-    return atomic_write_text(path, _csv_text(lines))
-
-
-def _csv_text(rows: list[list[str]]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()

@@ -22,15 +22,11 @@ from safetensors import SafetensorError, safe_open
 
 from engine.core.errors import CheckpointError, DatasetError
 from engine.data.prepare import PreparedDataset
-from engine.evaluation.ensemble import accuracy, file_sha256
+from engine.evaluation.manifest import file_sha256
 from engine.evaluation.predict import Predictor
-from engine.models.checkpoint import (
-    MODEL_PREFIX,
-    load_checkpoint,
-    read_checkpoint_metadata,
-    resolve_checkpoint_path,
-    save_checkpoint,
-)
+from engine.evaluation.selection import accuracy
+from engine.models.checkpoint import MODEL_PREFIX, load_checkpoint, save_checkpoint
+from engine.models.checkpoint_metadata import read_checkpoint_metadata, resolve_checkpoint_path
 
 SOUP_RULE = ("weight averaging needs members of one architecture from the same starting weights; "
              "use a probability ensemble instead")

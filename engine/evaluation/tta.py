@@ -22,11 +22,12 @@ from torchvision import transforms
 from augment import create_eval_transform
 from engine.core.device import DevicePlan
 from engine.core.errors import CheckpointError, ConfigError
-from engine.evaluation.predict import ProbabilityResult, TopKPredictions, batched_probabilities
 from engine.data.settings import DataSettings
-from engine.models.checkpoint import read_checkpoint_metadata
+from engine.evaluation.choices import TTA_MODES
+from engine.evaluation.predict import batched_probabilities
+from engine.evaluation.predictions import ProbabilityResult, TopKPredictions
+from engine.models.checkpoint_metadata import read_checkpoint_metadata
 
-TTA_MODES = ("none", "flip", "multicrop")
 # Views per image of each mode; multicrop follows torchvision's FiveCrop order:
 # top-left, top-right, bottom-left, bottom-right, centre.
 VIEWS = {"none": 1, "flip": 2, "multicrop": 5}
@@ -38,8 +39,11 @@ class ImageModel(Protocol):
     classes: list[str]
     model: nn.Module
     plan: DevicePlan
-    transform: Callable[[Image.Image], torch.Tensor]
     checkpoint_path: Path
+
+    # Read-only, so that a narrower callable (a Predictor's ImageTransform) fits.
+    @property
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]: ...
 
     def predict_proba(
         self, paths: Sequence[Path], *, batch_size: int = 32, progress: Callable[[int, int], None] | None = None

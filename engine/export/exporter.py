@@ -1,15 +1,14 @@
 """Export a checkpoint or an ensemble for deployment, and prove that each export computes what PyTorch computes.
 
-Formats: ONNX (one graph with the softmax inside, dynamic batch, a standalone ``predict.py``
-beside it), TorchScript and a timm folder. Every export is run on real images against the
-PyTorch model before it is published (largest probability difference at most 1e-4), and
-carries its labels and preprocessing in a ``metadata.json``.
+Formats (``engine.export.formats``, one module each): ONNX (one graph with the softmax inside,
+dynamic batch, a standalone ``predict.py`` beside it), TorchScript and a timm folder. Every
+export is run on real images against the PyTorch model before it is published (largest
+probability difference at most 1e-4), and carries its labels and preprocessing in a ``metadata.json``.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import shutil
 import threading
@@ -19,49 +18,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import timm
 import torch
-from torch import nn
 
-from augment import create_eval_transform
-from engine.core.atomic import atomic_write_text
-from engine.core.errors import CheckpointError, ConfigError, DatasetError
-from engine.data.images import load_rgb
-from engine.evaluation.ensemble import Ensemble, is_manifest
-from engine.evaluation.predict import Predictor, collect_image_paths
+from engine.core.errors import CheckpointError, ConfigError
+from engine.data.settings import DataSettings
+from engine.evaluation.predict import Predictor
 from engine.export.formats import (
+    EXPORT_FORMATS,
+    METADATA_FORMAT,
     MIN_OPSET,
-    ONNX_FILE,
     ONNX_INPUT,
     ONNX_OUTPUT,
-    TORCHSCRIPT_FILE,
-    ProbabilityRunner,
-    example_batch,
-    load_onnx_runner,
-    load_timm_runner,
-    load_torchscript_runner,
-    require_onnx_packages,
-    timm_head_problem,
+    PREDICT_SCRIPT,
+    ExportFormat,
+    ExportSubject,
+    get_export_format,
     write_metadata,
-    write_onnx,
-    write_timm_folder,
-    write_torchscript,
 )
-from engine.data.settings import DataSettings
-from engine.models.checkpoint import read_checkpoint_metadata
+from engine.export.parity import CheckInputs, check_inputs, parity_difference
+from engine.export.source import ExportSource, load_source, predictors_source
 
-EXPORT_FORMATS = ("onnx", "torchscript", "timm")
 # Largest absolute difference of any probability between an export and PyTorch that still passes.
 PARITY_TOLERANCE = 1e-4
-# Images the parity check takes from the model's own data when the caller names none.
-DEFAULT_CHECK_IMAGES = 8
-METADATA_FORMAT = "transfer-studio-export"
 METADATA_VERSION = 1
-PREDICT_SCRIPT = "predict.py"
-PREDICT_TEMPLATE = Path(__file__).resolve().parents[1] / "resources" / "predict_template.py"
 
 Log = Callable[[str], None]
+
+# Named here by the GUI (gui/export_formats_picker.py, gui/export_results.py) as well as in engine.export.formats.
+__all__ = ["EXPORT_FORMATS", "PARITY_TOLERANCE", "PREDICT_SCRIPT", "ExportResult", "FormatExport",
+           "export_ensemble", "export_model"]
 
 
 @dataclass(frozen=True)
@@ -115,78 +101,6 @@ class ExportResult:
         ] + [f"{name}: not exported: {reason}" for name, reason in self.skipped.items()]
 
 
-class ProbabilityGraph(nn.Module):
-    """One model or an ensemble as a single module: normalised images in, softmax probabilities out.
-
-    An ensemble averages its members' softmax outputs with fixed weights (the lectures'
-    rule). A calibrated member divides its logits by its temperature first, as
-    ``Predictor.predict_proba`` does. Members trained with another mean/std than the first get
-    the input re-normalised inside the module, so every member sees exactly what its own
-    preprocessing gives it.
-
-    Args:
-        members: eval-mode classifiers, ``(N, 3, H, W)`` images to ``(N, C)`` logits, same classes.
-        weights: one per member, summing to 1 (None: a single member).
-        adapters: per member, None or ``(scale, shift)`` ``(1, 3, 1, 1)`` tensors applied to the
-            input as ``images * scale + shift``.
-        temperatures: per member, the temperature ``T > 0`` its logits are divided by (None: all 1).
-    """
-
-    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float] | None = None,
-                 adapters: Sequence[tuple[torch.Tensor, torch.Tensor] | None] | None = None,
-                 temperatures: Sequence[float] | None = None) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        self.weights = [float(weight) for weight in (weights or [1.0] * len(members))]
-        self.temperatures = [float(value) for value in (temperatures or [1.0] * len(members))]
-        self.adapted = [adapter is not None for adapter in (adapters or [None] * len(members))]
-        for index, adapter in enumerate(adapters or []):
-            if adapter is not None:
-                self.register_buffer(f"scale_{index}", adapter[0])
-                self.register_buffer(f"shift_{index}", adapter[1])
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` float32 normalised images to ``(N, C)`` probabilities (rows sum to 1)."""
-        total: torch.Tensor | None = None
-        for index, member in enumerate(self.members):
-            inputs = images
-            if self.adapted[index]:
-                inputs = images * getattr(self, f"scale_{index}") + getattr(self, f"shift_{index}")
-            logits = member(inputs)
-            # Python-level branches: the graph holds only the operations a member needs.
-            if self.temperatures[index] != 1.0:
-                logits = logits / self.temperatures[index]
-            probabilities = logits.softmax(dim=1)
-            if len(self.members) > 1:
-                probabilities = probabilities * self.weights[index]
-            total = probabilities if total is None else total + probabilities
-        assert total is not None  # members is never empty
-        return total
-
-
-@dataclass
-class _Source:
-    """What is exported: one Predictor, or ensemble members with their weights."""
-
-    label: str  # names the source in messages
-    members: list[Predictor]
-    weights: list[float]
-    settings: list[DataSettings]
-    heads: list[Mapping[str, Any] | None]
-    data_paths: list[str]
-    description: dict[str, Any]
-    # The ensemble to check against; None: the weighted average of the members' predictions.
-    reference: Ensemble | None = None
-
-    @property
-    def is_ensemble(self) -> bool:
-        return len(self.members) > 1 or self.description.get("kind") == "ensemble"
-
-    @property
-    def classes(self) -> list[str]:
-        return self.members[0].classes
-
-
 def export_model(
     source: str | Path,
     out_dir: str | Path,
@@ -230,7 +144,7 @@ def export_model(
         DatasetError: none of the given check images can be read.
     """
     chosen = _check_formats(formats, opset, tolerance)
-    exported = _load_source(Path(source))
+    exported = load_source(Path(source))
     return _export(exported, Path(out_dir), chosen, opset=opset, check_images=check_images, tolerance=tolerance,
                    log=log)
 
@@ -266,7 +180,7 @@ def export_ensemble(
         CheckpointError: members that disagree on classes or preprocessing, or a failed parity check.
     """
     chosen = _check_formats(formats, opset, tolerance)
-    exported = _predictors_source(list(predictors), weights, {"kind": "ensemble", **(description or {})})
+    exported = predictors_source(list(predictors), weights, {"kind": "ensemble", **(description or {})})
     return _export(exported, Path(out_dir), chosen, opset=opset, check_images=check_images, tolerance=tolerance,
                    log=log)
 
@@ -289,88 +203,11 @@ def _check_formats(formats: Sequence[str] | None, opset: int, tolerance: float) 
     return chosen
 
 
-def _load_source(path: Path) -> _Source:
-    if is_manifest(path):
-        return _manifest_source(path)
-    predictor = Predictor(path, device="cpu")
-    metadata = read_checkpoint_metadata(predictor.checkpoint_path)
-    description = {
-        "kind": "model",
-        "checkpoint": str(predictor.checkpoint_path),
-        **{key: metadata.get(key) for key in ("backbone", "name", "epoch", "score", "config_digest")},
-        "temperature": _temperature(predictor),
-    }
-    return _predictors_source([predictor], None, description)
-
-
-def _manifest_source(path: Path) -> _Source:
-    # Built without test-time augmentation: the exported graph is the plain weighted average.
-    ensemble = Ensemble(path, device="cpu")
-    predictors = [ensemble.models[name] for name in ensemble.members]
-    weights = [ensemble.weights[name] for name in ensemble.members]
-    description = {"kind": "ensemble", "manifest": str(path)}
-    source = _predictors_source(predictors, weights, description)
-    source.reference = ensemble
-    return source
-
-
-def _predictors_source(predictors: list[Predictor], weights: Sequence[float] | None,
-                       description: dict[str, Any]) -> _Source:
-    if not predictors:
-        raise CheckpointError("export: no model to export (the ensemble has no members)")
-    for predictor in predictors:
-        if predictor.plan.device.type != "cpu":
-            raise ConfigError(f"{predictor.checkpoint_path}: loaded on {predictor.plan.device}, but exports are "
-                              "traced on the CPU; load it with Predictor(path, device='cpu')")
-    metadata = [read_checkpoint_metadata(predictor.checkpoint_path) for predictor in predictors]
-    settings = [DataSettings.from_dict(item["data_settings"]) for item in metadata]
-    first = predictors[0]
-    for predictor, member_settings in zip(predictors[1:], settings[1:], strict=True):
-        if predictor.classes != first.classes:
-            raise CheckpointError(
-                f"{predictor.checkpoint_path}: classes {predictor.classes} differ from {first.classes} of "
-                f"{first.checkpoint_path}; ensemble members must predict the same classes in the same order"
-            )
-        differing = [name for name in ("input_size", "interpolation", "crop_pct", "crop_mode")
-                     if getattr(member_settings, name) != getattr(settings[0], name)]
-        if differing:
-            raise CheckpointError(
-                f"{predictor.checkpoint_path}: its preprocessing ({', '.join(differing)}) differs from that of "
-                f"{first.checkpoint_path}; one exported graph takes one image size, resize and crop"
-            )
-    normalised = _normalise_weights(weights, len(predictors))
-    if len(predictors) > 1:
-        description = {**description, "members": [
-            {"checkpoint": str(predictor.checkpoint_path), "backbone": item.get("backbone"), "weight": weight,
-             "temperature": _temperature(predictor)}
-            for predictor, item, weight in zip(predictors, metadata, normalised, strict=True)
-        ]}
-    return _Source(
-        label=description.get("manifest") or description.get("checkpoint") or str(first.checkpoint_path),
-        members=predictors,
-        weights=normalised,
-        settings=settings,
-        heads=[item.get("head") for item in metadata],
-        data_paths=[str(((item.get("config") or {}).get("data") or {}).get("path") or "") for item in metadata],
-        description=description,
-    )
-
-
-def _normalise_weights(weights: Sequence[float] | None, count: int) -> list[float]:
-    if weights is None:
-        return [1.0 / count] * count
-    values = [float(weight) for weight in weights]
-    if len(values) != count or any(not np.isfinite(value) or value < 0 for value in values) or sum(values) <= 0:
-        raise ConfigError(
-            f"ensemble weights: expected {count} finite non-negative numbers with a positive sum, got {values}"
-        )
-    total = sum(values)
-    return [value / total for value in values]
-
-
-def _export(source: _Source, out_dir: Path, formats: list[str] | None, *, opset: int,
+def _export(source: ExportSource, out_dir: Path, formats: list[str] | None, *, opset: int,
             check_images: Sequence[Path] | None, tolerance: float, log: Log | None) -> ExportResult:
-    refusals = _refusals(source)
+    subject = source.subject()
+    refusals = {name: reason for name in EXPORT_FORMATS
+                if (reason := get_export_format(name).refusal(subject)) is not None}
     skipped: dict[str, str] = {}
     if formats is None:
         formats = [name for name in EXPORT_FORMATS if name not in refusals]
@@ -378,111 +215,20 @@ def _export(source: _Source, out_dir: Path, formats: list[str] | None, *, opset:
     for name in formats:
         if name in refusals:
             raise CheckpointError(f"{source.label}: {refusals[name]}")
-    if "onnx" in formats:
-        require_onnx_packages()
-    graph = _probability_graph(source).eval()
-    check = _check_inputs(source, graph, check_images)
+    for name in formats:
+        get_export_format(name).require()
+    check = check_inputs(source, subject.graph, check_images)
     shared = _shared_metadata(source, check)
     out_dir.mkdir(parents=True, exist_ok=True)
     exports: dict[str, FormatExport] = {}
     for name in formats:
-        exports[name] = _export_format(name, source, graph, check, shared, out_dir, opset, tolerance)
+        exports[name] = _export_format(get_export_format(name), subject, check, shared, out_dir, opset, tolerance)
         if log is not None:
             log(ExportResult(out_dir, {name: exports[name]}, check.paths).summary()[0])
     return ExportResult(out_dir, exports, check.paths, shared, skipped)
 
 
-def _refusals(source: _Source) -> dict[str, str]:
-    """The formats this source has no form in, with the reason."""
-    if source.is_ensemble:
-        return {"timm": "an ensemble has no timm form (a timm folder holds one timm model); export it as onnx or "
-                        "torchscript, which hold the whole ensemble as one graph"}
-    problem = timm_head_problem(source.heads[0])
-    return {} if problem is None else {"timm": problem}
-
-
-def _probability_graph(source: _Source) -> ProbabilityGraph:
-    reference = source.settings[0]
-    adapters: list[tuple[torch.Tensor, torch.Tensor] | None] = []
-    for settings in source.settings:
-        if (settings.mean, settings.std) == (reference.mean, reference.std):
-            adapters.append(None)
-            continue
-        # Undo the graph input's normalisation, apply the member's: x_k = (x * std_0 + mean_0 - mean_k) / std_k.
-        mean_0, std_0 = _channel_tensor(reference.mean), _channel_tensor(reference.std)
-        mean_k, std_k = _channel_tensor(settings.mean), _channel_tensor(settings.std)
-        adapters.append((std_0 / std_k, (mean_0 - mean_k) / std_k))
-    members = [predictor.model for predictor in source.members]
-    weights = source.weights if len(members) > 1 else None
-    return ProbabilityGraph(members, weights, adapters, [_temperature(predictor) for predictor in source.members])
-
-
-def _temperature(predictor: Predictor) -> float:
-    # Checkpoints without temperature scaling divide by 1.
-    return float(getattr(predictor, "temperature", 1.0))
-
-
-def _channel_tensor(values: Sequence[float]) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32).reshape(1, -1, 1, 1)
-
-
-@dataclass(frozen=True)
-class _CheckInputs:
-    """The parity check's inputs and PyTorch's answers to them."""
-
-    paths: tuple[Path, ...]
-    images: np.ndarray  # (N, 3, H, W) float32, normalised for the graph input
-    expected: np.ndarray  # (N, C) float32 probabilities from PyTorch
-
-
-def _check_inputs(source: _Source, graph: ProbabilityGraph, check_images: Sequence[Path] | None) -> _CheckInputs:
-    paths = [Path(path) for path in check_images] if check_images is not None else _default_check_images(source)
-    if paths:
-        probabilities, kept = _reference_probabilities(source, paths)
-        if kept:
-            transform = create_eval_transform(source.settings[0])
-            images = torch.stack([transform(load_rgb(paths[index])) for index in kept]).numpy()
-            return _CheckInputs(tuple(paths[index] for index in kept), images, probabilities)
-        if check_images is not None:
-            raise DatasetError(f"export check images: none of the {len(paths)} files could be read "
-                               f"(first: {paths[0]})")
-    # No image to be had (the training data moved): random inputs still compare the graphs.
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn((4, *source.settings[0].input_size), generator=generator)
-    with torch.no_grad():
-        expected = graph(images).numpy()
-    return _CheckInputs((), images.numpy(), expected)
-
-
-def _default_check_images(source: _Source) -> list[Path]:
-    data = Path(source.data_paths[0]) if source.data_paths[0] else None
-    if data is None or not data.is_dir():
-        return []
-    try:
-        found = collect_image_paths([data])
-    except DatasetError:
-        return []
-    # Spread over the sorted list, so that several classes are seen.
-    step = max(1, len(found) // DEFAULT_CHECK_IMAGES)
-    return found[::step][:DEFAULT_CHECK_IMAGES]
-
-
-def _reference_probabilities(source: _Source, paths: list[Path]) -> tuple[np.ndarray, list[int]]:
-    """PyTorch's probabilities for the files that decode, and their indices."""
-    if source.reference is not None:
-        result = source.reference.predict_proba(paths)
-        return result.probabilities.astype(np.float32), list(result.kept)
-    total: np.ndarray | None = None
-    kept: list[int] = []
-    for predictor, weight in zip(source.members, source.weights, strict=True):
-        result = predictor.predict_proba(paths)
-        kept = list(result.kept)
-        total = result.probabilities * weight if total is None else total + result.probabilities * weight
-    assert total is not None  # members is never empty
-    return total.astype(np.float32), kept
-
-
-def _shared_metadata(source: _Source, check: _CheckInputs) -> dict[str, Any]:
+def _shared_metadata(source: ExportSource, check: CheckInputs) -> dict[str, Any]:
     settings = source.settings[0]
     channels, height, width = settings.input_size
     return {
@@ -510,9 +256,10 @@ def _describe_steps(settings: DataSettings) -> str:
             "crop to size; scale pixels to [0, 1]; subtract mean and divide by std per channel; layout NCHW")
 
 
-def _export_format(name: str, source: _Source, graph: ProbabilityGraph, check: _CheckInputs,
-                   shared: dict[str, Any], out_dir: Path, opset: int, tolerance: float) -> FormatExport:
+def _export_format(export_format: ExportFormat, subject: ExportSubject, check: CheckInputs, shared: dict[str, Any],
+                   out_dir: Path, opset: int, tolerance: float) -> FormatExport:
     """Write one format into a staging folder, check it, then publish it as ``OUT/<name>``."""
+    name = export_format.name
     # Process and thread in the name: two exports into one folder never share a staging folder.
     staging = out_dir / f".{name}.staging-{os.getpid()}-{threading.get_ident()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -520,14 +267,14 @@ def _export_format(name: str, source: _Source, graph: ProbabilityGraph, check: _
     try:
         started = time.perf_counter()
         metadata = {**shared, "export_format": name}
-        path, load = _write_format(name, source, graph, staging, metadata, opset)
+        path = export_format.write(subject, staging, metadata, opset)
         export_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        difference = _parity(load(path), check)
+        difference = parity_difference(export_format.load(path), check)
         check_seconds = time.perf_counter() - started
         if not difference <= tolerance:
             raise CheckpointError(
-                f"{source.label}: the {name} export differs from PyTorch by {difference:.2e} (more than "
+                f"{subject.label}: the {name} export differs from PyTorch by {difference:.2e} (more than "
                 f"{tolerance:.1e}) on {len(check.images)} inputs; it was not published"
             )
         metadata["parity"] = {
@@ -541,47 +288,6 @@ def _export_format(name: str, source: _Source, graph: ProbabilityGraph, check: _
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return FormatExport(name, folder, folder / path.relative_to(staging), difference, export_seconds, check_seconds)
-
-
-def _write_format(name: str, source: _Source, graph: ProbabilityGraph, staging: Path, metadata: dict[str, Any],
-                  opset: int) -> tuple[Path, Callable[[Path], ProbabilityRunner]]:
-    """Write the model of one format into ``staging`` (adding format facts to ``metadata``).
-
-    Returns:
-        The model file (the folder for timm) and the loader of the parity check.
-    """
-    example = example_batch(source.settings[0])
-    if name == "onnx":
-        path = staging / ONNX_FILE
-        # What predict.py (and any other consumer of the file alone) needs, as JSON strings.
-        props = {"format": METADATA_FORMAT, **{key: json.dumps(metadata[key]) for key in ("labels", "preprocessing",
-                                                                                         "source")}}
-        metadata["opset"] = write_onnx(graph, example, path, opset=opset, metadata_props=props,
-                                       doc_string=f"Transfer Studio export of {source.label}")
-        atomic_write_text(staging / PREDICT_SCRIPT, PREDICT_TEMPLATE.read_text(encoding="utf-8"))
-        return path, load_onnx_runner
-    if name == "torchscript":
-        path = staging / TORCHSCRIPT_FILE
-        write_torchscript(graph, example, path, metadata=metadata)
-        return path, load_torchscript_runner
-    temperature = _temperature(source.members[0])
-    write_timm_folder(source.members[0].model, staging, head=source.heads[0], classes=source.classes,
-                      settings=source.settings[0], temperature=temperature)
-    meaning = "logits in label order (timm models end before the softmax; apply it for probabilities)"
-    if temperature != 1.0:
-        meaning += f"; the classifier's weights are divided by the temperature {temperature:g}, so these logits "
-        meaning += "are already calibrated"
-    metadata["output"] = {**metadata["output"], "meaning": meaning}
-    return staging, load_timm_runner
-
-
-def _parity(run: ProbabilityRunner, check: _CheckInputs) -> float:
-    """Largest |difference| to PyTorch, for the whole batch and one image alone (the batch is dynamic)."""
-    whole = run(check.images)
-    single = run(check.images[:1])
-    if whole.shape != check.expected.shape:
-        return float("inf")
-    return float(max(np.abs(whole - check.expected).max(), np.abs(single - check.expected[:1]).max()))
 
 
 def _publish(staging: Path, final: Path) -> Path:

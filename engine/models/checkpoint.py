@@ -4,7 +4,8 @@ One ``NAME.safetensors`` holds the model tensors (``model.*``) and, for resuming
 the optimizer tensors (``optimizer.*``) and RNG state (``rng.*``). The metadata
 (classes, backbone, data settings, config digest, metrics, optimizer and scheduler
 scalars) is embedded in the safetensors header, so the one atomic rename publishes
-weights and metadata together; ``NAME.json`` beside it is a readable copy.
+weights and metadata together; ``NAME.json`` beside it is a readable copy. Finding a
+checkpoint and reading its metadata needs no torch: ``engine.models.checkpoint_metadata``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from engine.core.atomic import TEMP_SUFFIX, atomic_write, atomic_write_json
+from engine.core.atomic import atomic_write, atomic_write_json
 from engine.core.errors import CheckpointError
+from engine.models.checkpoint_metadata import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    read_checkpoint_metadata,
+    resolve_checkpoint_path,
+)
 
-METADATA_KEY = "transfer_studio"
-FORMAT_VERSION = 1
 MODEL_PREFIX = "model."
 OPTIMIZER_PREFIX = "optimizer."
 RNG_PREFIX = "rng."
@@ -88,42 +93,6 @@ def save_checkpoint(
                               "a previous checkpoint there is unchanged") from error
     atomic_write_json(target.with_suffix(".json"), full_metadata)
     return target
-
-
-def resolve_checkpoint_path(path: str | Path) -> Path:
-    """Accept a ``.safetensors`` file, its ``.json``, a run folder (its best) or a checkpoints folder.
-
-    Raises:
-        CheckpointError: nothing loadable is there, or the path is a temporary file.
-    """
-    candidate = Path(path)
-    if candidate.name.endswith(TEMP_SUFFIX):
-        raise CheckpointError(f"{candidate}: a temporary file of an unfinished write, not a checkpoint")
-    if candidate.is_dir():
-        for option in (candidate / "checkpoints" / "best.safetensors", candidate / "best.safetensors"):
-            if option.is_file():
-                return option
-        raise CheckpointError(f"{candidate}: no checkpoints/best.safetensors in this folder")
-    if candidate.suffix == ".json":
-        candidate = candidate.with_suffix(".safetensors")
-    if not candidate.is_file():
-        raise CheckpointError(f"{candidate}: checkpoint not found")
-    if candidate.suffix != ".safetensors":
-        raise CheckpointError(f"{candidate}: expected a .safetensors checkpoint (pickled files are never loaded)")
-    return candidate
-
-
-def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata embedded in a checkpoint, without reading its tensors."""
-    file = resolve_checkpoint_path(path)
-    try:
-        with safe_open(str(file), framework="pt") as handle:
-            header = handle.metadata() or {}
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{file}: damaged checkpoint ({error})") from error
-    if METADATA_KEY not in header:
-        raise CheckpointError(f"{file}: not a Transfer Studio checkpoint (no '{METADATA_KEY}' metadata)")
-    return json.loads(header[METADATA_KEY])
 
 
 def load_checkpoint(path: str | Path, *, with_training_state: bool = False) -> Checkpoint:

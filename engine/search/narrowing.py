@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.core.config import RunConfig, SearchConfig, SearchParameter
 from engine.core.errors import ConfigError
-from engine.search.space import format_value, is_whole, space_from_dicts, space_to_dicts
+from engine.search.space import format_value, is_whole, range_ends, space_from_dicts, space_to_dicts
 
 # The fine range reaches this share of the coarse range past the outermost top trial, so
 # that a single top trial (or several with one value) still leaves a range to draw from.
@@ -100,7 +100,8 @@ def narrow_parameter(
         used = [choice for choice in parameter.choices if choice in top_values]
         return Narrowed(SearchParameter(parameter.path, choices=tuple(used or parameter.choices)))
     to_scale, from_scale = _scale_functions(parameter.scale)
-    coarse_low, coarse_high = to_scale(float(parameter.low)), to_scale(float(parameter.high))
+    range_low, range_high = range_ends(parameter)
+    coarse_low, coarse_high = to_scale(range_low), to_scale(range_high)
     width = coarse_high - coarse_low
     positions = [to_scale(float(value)) for value in top_values]
     margin = MARGIN_FRACTION * width
@@ -113,7 +114,7 @@ def narrow_parameter(
     fine_low, fine_high = _round_range(from_scale(low), from_scale(high), whole)
     note = None
     if edge is not None:
-        side_value = float(parameter.low if edge == "low" else parameter.high)
+        side_value = range_low if edge == "low" else range_high
         step = -widen_fraction * width if edge == "low" else widen_fraction * width
         target = from_scale((coarse_low if edge == "low" else coarse_high) + step)
         if whole:
@@ -227,7 +228,8 @@ def _edge_note(
     parameter: SearchParameter, edge: str, best: float, edge_fraction: float, reached: float, refusal: str | None
 ) -> str:
     side = "lowest" if edge == "low" else "highest"
-    coarse_end = float(parameter.low if edge == "low" else parameter.high)
+    range_low, range_high = range_ends(parameter)
+    coarse_end = range_low if edge == "low" else range_high
     seen = (f"{parameter.path}: the best coarse value {format_value(best)} lies in the {side} "
             f"{edge_fraction:.0%} of its range [{format_value(parameter.low)}, {format_value(parameter.high)}]"
             f" ({parameter.scale} scale)")

@@ -17,61 +17,23 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from engine.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from engine.core.config import RunConfig, SearchParameter, to_yaml
+from engine.core.events import SearchStarted, StageStarted, TrialFinished, parse_event
 from engine.core.figures import new_figure, png_bytes
 from engine.search.narrowing import FineSpace
+from engine.search.records import LOST_REASON, TrialRecord, best_record
 from engine.search.space import describe_parameter, format_value, space_from_dicts, space_to_dicts
-
-if TYPE_CHECKING:
-    pass
 
 SUMMARY_FILE = "report.txt"
 STAGE_COLOURS = {"coarse": "#1f4e79", "fine": "#e07b00", None: "#616e7c"}
-LOST_REASON = "lost: its worker stopped without finishing it"
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """One trial as the report shows it.
-
-    Attributes:
-        number: Optuna's trial number.
-        stage: ``coarse``, ``fine``, or None for a trial not started yet.
-        state: ``complete``, ``pruned``, ``failed``, ``running`` or ``waiting`` (enqueued).
-        value: the metric: the best epoch's for a complete trial, the last reported one for a pruned trial.
-        reason: why a trial was pruned or failed.
-        seconds: wall time of the trial.
-        params: ``{dotted path: value}``.
-        run_dir: its run folder (on the machine that ran it).
-        host: that machine.
-    """
-
-    number: int
-    stage: str | None
-    state: str
-    value: float | None
-    reason: str | None
-    seconds: float | None
-    params: dict[str, Any] = field(default_factory=dict)
-    run_dir: str | None = None
-    host: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (a non-finite value becomes None)."""
-        values = asdict(self)
-        if values["value"] is not None and not math.isfinite(values["value"]):
-            values["value"] = None
-        return values
-
-
 @dataclass(frozen=True)
 class SearchReport:
     """The files ``write_search_report`` wrote."""
@@ -157,15 +119,6 @@ def write_search_report(
     return report
 
 
-def best_record(records: Sequence[TrialRecord], direction: str) -> TrialRecord | None:
-    """The complete trial with the best metric, or None."""
-    complete = [record for record in records
-                if record.state == "complete" and record.value is not None and math.isfinite(record.value)]
-    if not complete:
-        return None
-    return min(complete, key=lambda record: record.value if direction == "minimize" else -record.value)
-
-
 def summarise(
     records: Sequence[TrialRecord],
     *,
@@ -194,11 +147,11 @@ def summarise(
         lines += [f"  {describe_parameter(parameter)}" for parameter in fine_space.parameters]
         if fine_space.notes:
             lines += ["", "at the edge:"] + [f"  - {note}" for note in fine_space.notes]
-    pruned = [record for record in records if record.state in ("pruned", "failed") and record.reason]
+    pruned = [(record, record.reason) for record in records if record.state in ("pruned", "failed") and record.reason]
     if pruned:
         lines += ["", "pruned and failed trials:"]
-        lines += [f"  {record.number} ({record.stage}, {record.state}): {_first_sentence(record.reason)}"
-                  for record in pruned]
+        lines += [f"  {record.number} ({record.stage}, {record.state}): {_first_sentence(reason)}"
+                  for record, reason in pruned]
     best = best_record(records, direction)
     if best is None:
         lines += ["", "no trial completed yet, so there is no best config"]
@@ -215,26 +168,25 @@ def describe_search(folder: str | Path) -> str:
     return (Path(folder) / SUMMARY_FILE).read_text(encoding="utf-8").rstrip("\n")
 
 
-def describe_event(event: Mapping[str, Any]) -> str | None:
+def describe_event(record: Mapping[str, Any]) -> str | None:
     """A search event in words, for a terminal; None for events a person need not read as they happen."""
-    name = event.get("event")
-    if name == "search_started":
-        stages = event["stages"]
-        resumed = "resuming " if event.get("resumed") else ""
-        return (f"{resumed}search {event['study']}: {stages['coarse']['trials']} coarse trials x"
+    event = parse_event(record)
+    if isinstance(event, SearchStarted):
+        stages = event.stages
+        resumed = "resuming " if event.resumed else ""
+        return (f"{resumed}search {event.study}: {stages['coarse']['trials']} coarse trials x"
                 f" {stages['coarse']['epochs']} epochs, then {stages['fine']['trials']} fine trials x"
-                f" {stages['fine']['epochs']} epochs, scored by {event['metric']} ({event['storage']})")
-    if name == "stage_started":
-        lines = [f"{event['stage']} stage:"]
-        lines += [f"  {describe_parameter(parameter)}" for parameter in space_from_dicts(event["space"])]
-        lines += [f"  ! {note}" for note in event.get("notes", [])]
+                f" {stages['fine']['epochs']} epochs, scored by {event.metric} ({event.storage})")
+    if isinstance(event, StageStarted) and event.space is not None:
+        lines = [f"{event.stage} stage:"]
+        lines += [f"  {describe_parameter(parameter)}" for parameter in space_from_dicts(event.space)]
+        lines += [f"  ! {note}" for note in event.notes or []]
         return "\n".join(lines)
-    if name == "trial_finished":
-        params = ", ".join(f"{path.rpartition('.')[2]}={format_value(value)}"
-                           for path, value in event["params"].items())
-        score = f"{event['value']:.4g}" if event.get("value") is not None else ""
-        why = f": {_first_sentence(event['reason'])}" if event.get("reason") else ""
-        return (f"trial {event['number']} ({event['stage']}) {event['outcome']} {score} in {event['seconds']:.1f} s"
+    if isinstance(event, TrialFinished):
+        params = ", ".join(f"{path.rpartition('.')[2]}={format_value(value)}" for path, value in event.params.items())
+        score = f"{event.value:.4g}" if event.value is not None else ""
+        why = f": {_first_sentence(event.reason)}" if event.reason else ""
+        return (f"trial {event.number} ({event.stage}) {event.outcome} {score} in {event.seconds:.1f} s"
                 f" [{params}]{why}")
     return None
 
@@ -358,7 +310,7 @@ def _mark_unscored(axes: Any, records: Sequence[TrialRecord], x_of: Any) -> None
     scored = _plotted(records)
     unscored = [record for record in records if record.state in ("pruned", "failed") and record not in scored]
     if unscored:
-        level = max((record.value for record in scored), default=1.0)
+        level = max((record.value for record in scored if record.value is not None), default=1.0)
         axes.scatter([x_of(record) for record in unscored], [level] * len(unscored), marker="x", s=40,
                      color="#c0392b", label="no score (diverged, failed)")
 

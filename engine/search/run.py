@@ -28,20 +28,21 @@ from optuna.trial import TrialState
 
 from engine.core.config import RunConfig, SearchParameter, load_config
 from engine.core.errors import ConfigError, DatasetError, TransferStudioError
+from engine.core.events import SearchFailed, SearchFinished, SearchStarted, StageStarted
+from engine.search.folders import check_study_name, default_study_name, searches_dir
 from engine.search.narrowing import FineSpace
-from engine.search.report import TrialRecord, best_record, collect_trials, write_search_report
-from engine.search.space import SeededRandomSampler, describe_parameter, is_whole, space_to_dicts
+from engine.search.records import TrialRecord, best_record
+from engine.search.report import collect_trials, write_search_report
+from engine.search.sampling import SeededRandomSampler
+from engine.search.space import describe_parameter, is_whole, space_to_dicts
 from engine.search.study import (
     DEFAULT_STORAGE_FILE,
     SearchStudy,
-    check_study_name,
-    default_study_name,
     ensure_fine_space,
     fail_lost_trials,
     open_study,
     plan_next,
     resolve_storage,
-    searches_dir,
 )
 from engine.search.trial import SearchEvents, run_trial, trial_config
 from engine.training.runfolder import STOP_FILE, EventTail
@@ -133,7 +134,7 @@ def run_search(
         return runner.finish(state, report=True)
     except Exception as error:
         # The one place a search records its own failure, so that a follower learns how it ended.
-        runner.events.write("search_failed", error_type=type(error).__name__, message=str(error))
+        runner.events.write(SearchFailed.event, error_type=type(error).__name__, message=str(error))
         raise
 
 
@@ -175,7 +176,7 @@ def check_search_settings(config: RunConfig, space: Sequence[SearchParameter]) -
     for index, parameter in enumerate(space):
         ends = parameter.choices if parameter.choices is not None else (parameter.low, parameter.high)
         for value in ends:
-            if is_whole(parameter):
+            if is_whole(parameter) and value is not None:
                 value = int(value)
             try:
                 config.with_changes(**{parameter.path: value})
@@ -197,7 +198,7 @@ class _Runner:
     def announce(self, jobs: int) -> None:
         """Write ``search_started`` and the current stage's ``stage_started``."""
         self.events.write(
-            "search_started", study=self.search.name, storage=self.search.storage_url, folder=self.folder,
+            SearchStarted.event, study=self.search.name, storage=self.search.storage_url, folder=self.folder,
             space=space_to_dicts(self.search.coarse_space), metric=self.settings.metric,
             direction=self.search.direction, jobs=jobs, resumed=not self.search.created,
             stages={"coarse": {"trials": self.settings.coarse_trials, "epochs": self.settings.coarse_epochs},
@@ -206,7 +207,7 @@ class _Runner:
         )
         fine = self.search.fine_space()
         if fine is None:
-            self.events.write("stage_started", stage="coarse", space=space_to_dicts(self.search.coarse_space))
+            self.events.write(StageStarted.event, stage="coarse", space=space_to_dicts(self.search.coarse_space))
         else:
             self._announce_fine(fine)
 
@@ -262,7 +263,7 @@ class _Runner:
         )
         result.best_config, result.report = written.best_config, written.summary
         self.events.write(
-            "search_finished", state=state, best_trial=best.number if best else None,
+            SearchFinished.event, state=state, best_trial=best.number if best else None,
             best_value=best.value if best else None, best_params=best.params if best else None,
             best_config_path=written.best_config, report=written.summary, files=written.files,
             trials={outcome: sum(1 for record in records if record.state == outcome)
@@ -280,7 +281,7 @@ class _Runner:
         return fine.parameters, allowed
 
     def _announce_fine(self, fine: FineSpace) -> None:
-        self.events.write("stage_started", stage="fine", space=space_to_dicts(fine.parameters),
+        self.events.write(StageStarted.event, stage="fine", space=space_to_dicts(fine.parameters),
                           notes=list(fine.notes), top_trials=list(fine.top_trials))
 
     def _best_config(self, best: TrialRecord) -> RunConfig:

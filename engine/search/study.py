@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,6 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from engine.core.config import RunConfig, SearchParameter
 from engine.core.errors import ConfigError
-from engine.core.paths import project_dir_for
 from engine.search.narrowing import FineSpace, config_check, narrow_space
 from engine.search.space import resolve_space, space_from_dicts, space_to_dicts
 
@@ -46,28 +44,6 @@ HEARTBEAT_SECONDS = 30.0
 STALE_SECONDS = 300.0  # a running trial silent this long on another machine has lost its worker
 DEFAULT_STORAGE_FILE = "study.db"  # in the search folder
 STORAGE_ATTEMPTS = 5
-STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def searches_dir(data: str | Path) -> Path:
-    """The folder holding a dataset's searches: ``<project>/searches``."""
-    return project_dir_for(data) / "searches"
-
-
-def default_study_name() -> str:
-    """A new, sortable study name, e.g. ``search-20261124-101500``."""
-    return datetime.now().strftime("search-%Y%m%d-%H%M%S")
-
-
-def check_study_name(name: str) -> str:
-    """Return ``name`` when it can name a study and its folder.
-
-    Raises:
-        ConfigError: it is empty, too long, or holds characters other than letters, digits, ``.``, ``_``, ``-``.
-    """
-    if not STUDY_NAME.match(name):
-        raise ConfigError(f"--study: must be 1-100 letters, digits, '.', '_' or '-' (a folder name), got {name!r}")
-    return name
 
 
 def resolve_storage(spec: str | None, search_dir: Path) -> tuple[str, BaseStorage]:

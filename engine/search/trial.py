@@ -26,12 +26,12 @@ from optuna.trial import Trial, TrialState
 from engine.core.atomic import atomic_write_json
 from engine.core.config import RunConfig, SearchParameter
 from engine.core.errors import ConfigError
+from engine.core.events import RunCancelled, TrialFinished, TrialStarted, parse_event
 from engine.search.report import describe_event
-from engine.search.space import suggest_values
+from engine.search.sampling import suggest_values
 from engine.search.study import HEARTBEAT_SECONDS, SearchStudy
-from engine.training.callbacks import EPOCH_METRICS
-from engine.training.loop import Callback, CancelFit, LoopState
-from engine.training.runfolder import EVENT_SCHEMA, read_events
+from engine.training.callback import EPOCH_METRICS, Callback, CancelFit, LoopState
+from engine.training.runfolder import create_event, encode_event, read_events
 from engine.training.train import train
 
 TRIAL_FILE = "trial.json"
@@ -117,8 +117,8 @@ class SearchEvents:
 
     Each event is one ``os.write`` of one line to a file opened with ``O_APPEND``, so lines
     of concurrent workers never interleave; a line a full disk cut short is ended by the next
-    write, so it never swallows an event. The record has the fields of run-folder events
-    (``schema``, ``event``, ``time``, ``epoch``, ``step``) so one reader follows both.
+    write, so it never swallows an event. Lines are built as a run folder's are (declared
+    in ``engine.core.events``), so one reader follows both.
     """
 
     def __init__(self, path: Path, echo: TextIO | None = None, log: Callable[[str], Any] | None = None) -> None:
@@ -126,11 +126,14 @@ class SearchEvents:
         self.echo = echo
         self.log = log
 
-    def write(self, event: str, **payload: Any) -> dict[str, Any]:
-        """Append one event, then pass it on (``relay``); returns the record."""
-        record = {"schema": EVENT_SCHEMA, "event": event, "time": time.time(), "epoch": None, "step": None,
-                  **payload}
-        line = json.dumps(record, allow_nan=False, default=_json_default) + "\n"
+    def write(self, event: str, /, **payload: Any) -> dict[str, Any]:
+        """Append one event, then pass it on (``relay``); returns the record.
+
+        Raises:
+            TypeError: the event or a field is not declared in ``engine.core.events``, or one is missing.
+        """
+        record = create_event(event, **payload)
+        line = encode_event(record)
         data = line.encode("utf-8")
         descriptor = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -151,7 +154,7 @@ class SearchEvents:
     def relay(self, record: dict[str, Any]) -> None:
         """Echo an event as its JSON line, and log it in words (events of other processes come here too)."""
         if self.echo is not None:
-            self.echo.write(json.dumps(record) + "\n")
+            self.echo.write(encode_event(record))
             self.echo.flush()
         if self.log is not None:
             words = describe_event(record)
@@ -193,7 +196,7 @@ def run_trial(
                        "heartbeat": time.time()}.items():
         trial.set_user_attr(key, value)
     params = suggest_values(trial, space, search.coarse_space, trial.user_attrs.get("enqueued"))
-    events.write("trial_started", number=trial.number, stage=stage, params=params, run_dir=run_dir)
+    events.write(TrialStarted.event, number=trial.number, stage=stage, params=params, run_dir=run_dir)
 
     def finish(outcome: str, value: float | None = None, reason: str | None = None) -> str:
         seconds = round(time.monotonic() - started, 3)
@@ -202,7 +205,7 @@ def run_trial(
                 trial.set_user_attr(key, attr)
         state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}.get(outcome, TrialState.FAIL)
         study.tell(trial, value if outcome == "complete" else None, state=state)
-        events.write("trial_finished", number=trial.number, stage=stage,
+        events.write(TrialFinished.event, number=trial.number, stage=stage,
                      state="failed" if outcome == "interrupted" else outcome, outcome=outcome, value=value,
                      reason=reason, seconds=seconds, params=params, run_dir=run_dir)
         return outcome
@@ -264,17 +267,7 @@ def _heartbeat(trial: Trial) -> Iterator[None]:
 
 
 def _cancel_message(run_dir: Path) -> str:
-    cancelled = [event for event in read_events(run_dir) if event["event"] == "run_cancelled"]
+    cancelled = [event for event in map(parse_event, read_events(run_dir)) if isinstance(event, RunCancelled)]
     if not cancelled:
         return ""
-    return cancelled[-1].get("message") or cancelled[-1].get("reason") or ""
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} into an event")
+    return cancelled[-1].message or cancelled[-1].reason

@@ -84,12 +84,17 @@ class LaunchOptions:
             ConfigError: a machine option was given without ``--nproc``.
         """
         values = {option.name: getattr(arguments, option.name, None) for option in fields(cls)}
-        if values["nproc"] is None:
+        nproc = values["nproc"]
+        if nproc is None:
             given = [f"--{name.replace('_', '-')}" for name, value in values.items() if value is not None]
             if given:
                 raise ConfigError(f"{given[0]}: configures torchrun, so it needs --nproc N (processes per machine)")
             return None
-        return cls(**values)
+        return cls(
+            nproc=nproc, nnodes=values["nnodes"], node_rank=values["node_rank"], master_addr=values["master_addr"],
+            master_port=values["master_port"], rdzv_backend=values["rdzv_backend"],
+            rdzv_endpoint=values["rdzv_endpoint"], rdzv_id=values["rdzv_id"], rdzv_conf=values["rdzv_conf"],
+        )
 
     def machine_flags(self) -> list[str]:
         """torchrun's flags for the settings given, e.g. ``["--nnodes=2", "--node-rank=1"]``."""

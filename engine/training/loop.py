@@ -12,93 +12,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from engine.core.device import DevicePlan
-
-
-class CancelBatch(Exception):  # noqa: N818 (control flow, not an error)
-    """Skip the rest of the current batch."""
-
-
-class CancelEpoch(Exception):  # noqa: N818
-    """Skip the rest of the current epoch's training or validation."""
-
-
-class CancelFit(Exception):  # noqa: N818
-    """End the fit; ``reason`` says why (``stopped``, ``diverged``, ``early_stop``...)."""
-
-    def __init__(self, reason: str = "stopped", message: str = "") -> None:
-        super().__init__(message or reason)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass
-class LoopState:
-    """What callbacks may read (and a few things they may set) while the loop runs.
-
-    Attributes:
-        model: the module being optimised (the head alone in feature extraction); the loop
-            runs whatever is here, so a callback may put a wrapper of the same parameters in
-            its place for the fit (distributed training does).
-        optimizer: its optimizer.
-        num_epochs: epochs the fit will run to.
-        epoch: current epoch, counted from 1.
-        step: optimizer steps taken since the run began.
-        batch_index: index of the batch within the current pass.
-        batches_per_epoch: training batches per epoch.
-        training: True in the training pass, False in validation.
-        inputs, targets, outputs, loss: the current batch.
-        cancel_reason: why the fit ended early, if it did.
-        scratch: per-callback scratch space keyed by callback name, for sharing results.
-    """
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    num_epochs: int
-    batches_per_epoch: int
-    start_epoch: int = 1
-    epoch: int = 0
-    step: int = 0
-    batch_index: int = 0
-    training: bool = True
-    inputs: Any = None
-    targets: torch.Tensor | None = None
-    outputs: torch.Tensor | None = None
-    loss: torch.Tensor | None = None
-    cancel_reason: str | None = None
-    cancel_message: str = ""
-    scratch: dict[str, Any] = field(default_factory=dict)
-
-
-class Callback:
-    """Base of every loop feature; override only the hooks you need.
-
-    ``order`` sorts callbacks: lower runs first in every hook.
-    """
-
-    order: int = 0
-
-    def before_fit(self, state: LoopState) -> None: ...
-    def after_fit(self, state: LoopState) -> None: ...
-    def before_epoch(self, state: LoopState) -> None: ...
-    def after_epoch(self, state: LoopState) -> None: ...
-    def before_train(self, state: LoopState) -> None: ...
-    def after_train(self, state: LoopState) -> None: ...
-    def before_validate(self, state: LoopState) -> None: ...
-    def after_validate(self, state: LoopState) -> None: ...
-    def before_batch(self, state: LoopState) -> None: ...
-    def after_batch(self, state: LoopState) -> None: ...
-    def after_loss(self, state: LoopState) -> None: ...
-    def before_step(self, state: LoopState) -> None: ...
-    def after_step(self, state: LoopState) -> None: ...
-    def after_cancel_fit(self, state: LoopState) -> None: ...
-
+from engine.training.callback import Callback, CancelBatch, CancelEpoch, CancelFit, LoopState
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -160,10 +80,11 @@ class Loop:
     def _one_epoch(self, state: LoopState) -> None:
         state.training = True
         self._with_events("train", state, lambda s: self._all_batches(s, self.train_batches), CancelEpoch)
-        if self.val_batches is not None:
+        val_batches = self.val_batches
+        if val_batches is not None:
             state.training = False
             with torch.inference_mode():
-                self._with_events("validate", state, lambda s: self._all_batches(s, self.val_batches), CancelEpoch)
+                self._with_events("validate", state, lambda s: self._all_batches(s, val_batches), CancelEpoch)
 
     def _all_batches(self, state: LoopState, batches: Iterable[tuple[Any, torch.Tensor]]) -> None:
         state.model.train(state.training)

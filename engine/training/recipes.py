@@ -16,11 +16,12 @@ from torch import nn
 from augment.mixing import mix_batch
 from engine.core.config import RunConfig
 from engine.core.device import DevicePlan
+from engine.core.events import CheckpointSaved, StagesUnfrozen
 from engine.models.checkpoint import save_checkpoint
-from engine.training.callbacks import EPOCH_METRICS
-from engine.training.loop import Callback, CancelFit, LoopState
+from engine.training.callback import EPOCH_METRICS, Callback, CancelFit, LoopState
+from engine.training.optimizer import refill_parameter_groups
 from engine.training.runfolder import RunFolder
-from engine.training.setup import apply_trainable_stages, refill_parameter_groups
+from engine.training.setup import apply_trainable_stages
 
 
 class MixBatches(Callback):
@@ -45,7 +46,9 @@ class EmaWeights(Callback):
 
     The averaged copy (timm's ``ModelEmaV3``) is validated after each epoch beside the
     raw weights (``ema_val_loss``, ``ema_val_top1`` in the epoch's metrics) and saved as
-    the ``ema`` checkpoint of the whole network.
+    the ``ema`` checkpoint of the whole network. Each fit starts its own average from the
+    weights it begins with (a ``two_stage`` run's fine-tuning from the head stage's last
+    weights); within a fit the average goes on when gradual unfreezing changes the model.
 
     Args:
         loop_model: the module the loop trains.
@@ -85,13 +88,23 @@ class EmaWeights(Callback):
     def before_fit(self, state: LoopState) -> None:
         self.ema = ModelEmaV3(self.loop_model, decay=self.decay)
 
+    def before_train(self, state: LoopState) -> None:
+        # Gradual unfreezing (before the epoch) turns a stage's frozen BatchNorms back into BatchNorms,
+        # whose state has one more buffer; timm's average pairs its tensors with the model's by position,
+        # so it must take the model's new layout first.
+        assert self.ema is not None
+        if _layout(self.ema.module) != _layout(self.loop_model):
+            self.ema = self._rebound(self.ema)
+
     def after_step(self, state: LoopState) -> None:
+        assert self.ema is not None
         self.ema.update(self.loop_model, step=state.step)
 
     def after_epoch(self, state: LoopState) -> None:
+        assert self.ema is not None
         row = state.scratch.setdefault(EPOCH_METRICS, {"epoch": state.epoch})
         if self.val_batches is not None:
-            row["ema_val_loss"], row["ema_val_top1"] = self._validate()
+            row["ema_val_loss"], row["ema_val_top1"] = self._validate(self.ema.module, self.val_batches)
         raw = {key: value.detach().clone() for key, value in self.loop_model.state_dict().items()}
         self.loop_model.load_state_dict(self.ema.module.state_dict())
         try:
@@ -102,14 +115,32 @@ class EmaWeights(Callback):
             )
         finally:
             self.loop_model.load_state_dict(raw)
-        self.run_folder.write_event("checkpoint_saved", epoch=state.epoch, step=state.step, name="ema", path=path,
+        self.run_folder.write_event(CheckpointSaved.event, epoch=state.epoch, step=state.step, name="ema", path=path,
                                     metric="val_top1", value=row.get("ema_val_top1"))
 
-    def _validate(self) -> tuple[float | None, float | None]:
-        model = self.ema.module.eval()
+    def _rebound(self, ema: ModelEmaV3) -> ModelEmaV3:
+        """A new average of the model as it is now, holding the old one's values wherever the names match.
+
+        Nothing is lost: a tensor that the old average has under the same name and shape keeps its
+        averaged value, and the others start from the model's, which is what the old average would
+        hold too (the layers that change are those that were frozen, whose values never moved).
+        """
+        averaged = ema.module.state_dict()
+        rebound = ModelEmaV3(self.loop_model, decay=self.decay)
+        with torch.no_grad():
+            for name, value in rebound.module.state_dict().items():
+                kept = averaged.get(name)
+                if kept is not None and kept.shape == value.shape:
+                    value.copy_(kept)
+        return rebound
+
+    def _validate(
+        self, average: nn.Module, val_batches: Iterable[tuple[Any, torch.Tensor]]
+    ) -> tuple[float | None, float | None]:
+        model = average.eval()
         loss_sum, correct, count = 0.0, 0, 0
         with torch.inference_mode(), self.plan.autocast():
-            for inputs, targets in self.val_batches:
+            for inputs, targets in val_batches:
                 if len(targets) == 0:
                     continue
                 inputs, targets = self.plan.to_device(inputs), self.plan.to_device(targets)
@@ -118,6 +149,11 @@ class EmaWeights(Callback):
                 correct += int((logits.argmax(dim=1) == targets).sum())
                 count += len(targets)
         return (loss_sum / count, correct / count) if count else (None, None)
+
+
+def _layout(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    """The names and shapes of a module's state, in order."""
+    return [(name, tuple(value.shape)) for name, value in module.state_dict().items()]
 
 
 class EarlyStopping(Callback):
@@ -204,6 +240,6 @@ class GradualUnfreezing(Callback):
         refill_parameter_groups(state.optimizer, state.model, parts, self.config)
         self.current = wanted
         self.report(
-            "stages_unfrozen", epoch=state.epoch, step=state.step, trainable_stages=wanted,
+            StagesUnfrozen.event, epoch=state.epoch, step=state.step, trainable_stages=wanted,
             trainable_parameters=sum(p.numel() for part in parts.values() for p in part),
         )

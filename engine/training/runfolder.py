@@ -11,8 +11,10 @@ Layout::
       STOP               written by anyone who wants a clean stop
 
 Everything read whole is written atomically; events are appended a whole line at a
-time and readers only parse lines that end in a newline. In a distributed run one
-process writes the folder; the others hold an ``attach``-ed view that writes nothing.
+time and readers only parse lines that end in a newline. Every event is declared in
+``engine.core.events``: writing an undeclared one raises, reading skips one (a newer
+run's). The search folder's ``events.jsonl`` has the same lines. In a distributed run
+one process writes the folder; the others hold an ``attach``-ed view that writes nothing.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from typing import Any, TextIO
 from engine.core.atomic import TEMP_SUFFIX, atomic_write_json, atomic_write_text
 from engine.core.config import RunConfig, load_config, save_config
 from engine.core.errors import CheckpointError
+from engine.core.events import ENVELOPE, check_record, get_event_type, is_declared
 
-EVENT_SCHEMA = 1
 METRIC_COLUMNS = (
     "epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "ema_val_loss", "ema_val_top1",
     "learning_rate", "seconds", "train_skipped", "val_skipped",
@@ -107,13 +109,17 @@ class RunFolder:
         """The config the run was started with."""
         return load_config(self.config_path)
 
-    def write_event(self, event: str, *, epoch: int | None = None, step: int | None = None, **payload: Any) -> dict:
-        """Append one event line and flush it to disk; returns the event object."""
-        record = {"schema": EVENT_SCHEMA, "event": event, "time": time.time(), "epoch": epoch, "step": step}
-        record.update(payload)
+    def write_event(self, event: str, /, *, epoch: int | None = None, step: int | None = None, **payload: Any) -> dict:
+        """Append one event line and flush it to disk; returns the event object.
+
+        Raises:
+            TypeError: ``event`` or a field of ``payload`` is not declared in ``engine.core.events``,
+                or a field it requires is missing.
+        """
+        record = create_event(event, epoch=epoch, step=step, **payload)
         if not self.writes:
             return record
-        line = json.dumps(record, allow_nan=False, default=_json_default) + "\n"
+        line = encode_event(record)
         _append_whole_line(self.events_path, line.encode("utf-8"))
         if self.echo is not None:
             self.echo.write(line)
@@ -183,7 +189,10 @@ class EventTail:
     offset: int = 0
 
     def read_new(self) -> list[dict[str, Any]]:
-        """Events appended since the last call; a partly written last line waits for the next call."""
+        """Events appended since the last call; a partly written last line waits for the next call.
+
+        A damaged or foreign line, or an event this version does not declare, is skipped.
+        """
         try:
             with open(self.path, "rb") as handle:
                 handle.seek(self.offset)
@@ -194,22 +203,53 @@ class EventTail:
         if end < 0:
             return []
         self.offset += end + 1
-        events = []
-        for line in chunk[: end + 1].splitlines():
-            if line.strip():
-                try:
-                    events.append(json.loads(line))
-                except ValueError:
-                    continue  # a foreign or damaged line must not stop the reader
-        return events
+        return [record for line in chunk[: end + 1].splitlines() if (record := decode_event(line)) is not None]
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:
-    """Every complete event of a run folder (or of an ``events.jsonl`` path)."""
+    """Every complete, declared event of a run folder (or of an ``events.jsonl`` path)."""
     target = Path(path)
     if target.is_dir():
         target = target / "events.jsonl"
     return EventTail(target).read_new()
+
+
+def create_event(name: str, /, *, epoch: int | None = None, step: int | None = None, **fields: Any) -> dict[str, Any]:
+    """The checked object of event ``name``, stamped with the time now (paths and scalars as given).
+
+    Raises:
+        TypeError: the event is not declared, a field is not declared, or a required one is missing.
+    """
+    for key in ENVELOPE:
+        if key in fields:
+            raise TypeError(f"event '{name}': '{key}' is part of every event's envelope, not a field")
+    record = {"schema": get_event_type(name).schema, "event": name, "time": time.time(), "epoch": epoch,
+              "step": step, **fields}
+    check_record(record)
+    return record
+
+
+def encode_event(record: dict[str, Any]) -> str:
+    """The JSON line of an event, ending in a newline (paths and numpy or torch scalars become JSON values).
+
+    Raises:
+        TypeError: a value has no JSON form.
+        ValueError: a float is NaN or infinite (JSON has neither).
+    """
+    return json.dumps(record, allow_nan=False, default=_json_default) + "\n"
+
+
+def decode_event(line: bytes | str) -> dict[str, Any] | None:
+    """The event object of one line; None for a blank, damaged or foreign line, or an undeclared event.
+
+    An event this version does not declare comes from a newer run; fields its declaration
+    does not name are kept (a newer version of the event may add some).
+    """
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and is_declared(record.get("event")) else None
 
 
 def new_run_dir(project_dir: Path, backbone: str, *, kind: str = "runs") -> Path:

@@ -24,9 +24,11 @@ from torch import nn
 from engine.core.config import RunConfig
 from engine.core.device import DevicePlan
 from engine.core.errors import ConfigError
+from engine.core.events import RunCancelled, RunFailed, SanityFinished, SanityProgressed, SanityStarted
 from engine.data.health import FileRecord
+from engine.training.callback import Callback, CancelFit, LoopState
 from engine.training.callbacks import StopWatcher
-from engine.training.loop import Callback, CancelFit, Loop, LoopState
+from engine.training.loop import Loop
 from engine.training.losses import create_loss
 from engine.training.runfolder import RunFolder
 from engine.training.setup import Reporter, build_training, create_optimizer, prepare_run_data, seed_everything
@@ -181,7 +183,7 @@ class MemorisationMonitor(Callback):
     def _record(self, step: int) -> None:
         loss, accuracy = self.latest
         if self.report is not None:
-            self.report("sanity_progressed", step=step, train_accuracy=accuracy,
+            self.report(SanityProgressed.event, step=step, train_accuracy=accuracy,
                         loss=loss if math.isfinite(loss) else None)
 
 
@@ -229,23 +231,23 @@ def run_sanity_check(
             result = _check(checked, num_images, max_steps, report=folder.write_event, callbacks=[stop_watcher],
                             check_stop=stop_watcher.check)
     except CancelFit as cancel:  # a stop before training began (during feature extraction)
-        folder.write_event("run_cancelled", reason=cancel.reason, message=cancel.message)
+        folder.write_event(RunCancelled.event, reason=cancel.reason, message=cancel.message)
         folder.write_status("cancelled", reason=cancel.reason)
         return SanityResult(False, 0.0, 0, math.nan, "stopped before the check began", out_dir=folder.path,
                             ended=STOPPED)
     except Exception as error:
         # As in engine.training.train: the one place the command records its own failure.
         folder.write_event(
-            "run_failed", error_type=type(error).__name__, message=str(error), traceback=traceback.format_exc()
+            RunFailed.event, error_type=type(error).__name__, message=str(error), traceback=traceback.format_exc()
         )
         folder.write_status("failed", error=str(error))
         raise
     result.out_dir = folder.path
     if result.ended == STOPPED:
-        folder.write_event("run_cancelled", step=result.steps, reason="stopped", message=result.message)
+        folder.write_event(RunCancelled.event, step=result.steps, reason="stopped", message=result.message)
         folder.write_status("cancelled", reason="stopped")
     else:
-        folder.write_event("sanity_finished", step=result.steps, **_payload(result))
+        folder.write_event(SanityFinished.event, step=result.steps, **_payload(result))
         folder.write_status("finished", passed=result.passed)
     return result
 
@@ -269,7 +271,7 @@ def _check(
     target_loss = LOSS_TARGET_FRACTION * math.log(num_classes)
     if report is not None:
         counts = {label: sum(record.label == label for record in sample) for label in dataset.classes}
-        report("sanity_started", num_images=len(sample), per_class=counts, max_steps=max_steps,
+        report(SanityStarted.event, num_images=len(sample), per_class=counts, max_steps=max_steps,
                target_loss=target_loss, learning_rate=config.optim.learning_rate, backbone=config.model.backbone,
                mode=config.model.mode, device=setup.plan.describe(), changes=SANITY_CHANGES)
     monitor = MemorisationMonitor(
@@ -291,16 +293,17 @@ def _verdict(
 ) -> SanityResult:
     initial_loss = monitor.initial[0]
     loss, accuracy = monitor.latest
-    common = {"initial_loss": initial_loss, "num_images": num_images}
     if state.cancel_reason not in (MEMORISED, OUT_OF_STEPS):
         message = f"stopped after {state.step} steps, before the check could finish"
-        return SanityResult(False, accuracy, state.step, loss, message, **common, ended=STOPPED)
+        return SanityResult(False, accuracy, state.step, loss, message, initial_loss=initial_loss,
+                            num_images=num_images, ended=STOPPED)
     if state.cancel_reason == MEMORISED:
         message = (
             f"passed: memorised all {num_images} images in {state.step} steps (100% training accuracy, "
             f"loss {initial_loss:.4g} -> {loss:.4g}); the model, the labels and the optimizer can learn"
         )
-        return SanityResult(True, accuracy, state.step, loss, message, **common, ended=MEMORISED)
+        return SanityResult(True, accuracy, state.step, loss, message, initial_loss=initial_loss,
+                            num_images=num_images, ended=MEMORISED)
     message = (
         f"failed: could not memorise {num_images} images in {state.step} steps, with augmentation and "
         f"regularisation off (training accuracy {accuracy:.0%}, loss {initial_loss:.4g} -> {loss:.4g}; "
@@ -313,7 +316,8 @@ def _verdict(
             " trained weights from trained ones, the loss can."
         )
     causes = likely_causes(initial_loss, loss, accuracy, learning_rate=learning_rate, max_steps=max_steps)
-    return SanityResult(False, accuracy, state.step, loss, message, causes, **common)
+    return SanityResult(False, accuracy, state.step, loss, message, causes, initial_loss=initial_loss,
+                        num_images=num_images)
 
 
 def likely_causes(

@@ -3,12 +3,11 @@
 Training, the LR finder and the sanity check all start here, so that each of them
 sees exactly the model, data and parameter groups a real run would. In a distributed run
 each rank gets its share of the training batches and rank 0 alone the validation batches;
-the learning rate follows the effective batch (``batch_scale``).
+the learning rate follows the effective batch (``engine.training.optimizer.batch_scale``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from timm.layers import freeze_batch_norm_2d
-from timm.optim import create_optimizer_v2, param_groups_layer_decay
+from timm.optim import create_optimizer_v2
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler
 
@@ -25,6 +24,7 @@ from augment import create_eval_transform, create_train_transform, describe_trai
 from engine.core.config import RunConfig
 from engine.core.device import DevicePlan, plan_device
 from engine.core.errors import DatasetError
+from engine.core.events import FeaturesExtracted, FeaturesProgressed
 from engine.data.health import FileRecord
 from engine.data.loading import (
     DecodedBatches,
@@ -44,9 +44,9 @@ from engine.models.backbones import (
 )
 from engine.models.features import ExtractionResult, FeatureCache, FeatureView, extract_features
 from engine.models.heads import create_head, install_head
+from engine.training.callback import CancelFit
 from engine.training.distributed import SINGLE_PROCESS, DistributedContext
-from engine.training.loop import CancelFit
-from engine.training.schedules import scaled_learning_rate
+from engine.training.optimizer import batch_scale, parameter_groups
 
 Reporter = Callable[..., Any]
 
@@ -81,53 +81,6 @@ class TrainingSetup:
     train_targets: torch.Tensor
     world_size: int = 1
     train_sampler: Any = None
-
-
-@dataclass(frozen=True)
-class BatchScale:
-    """The batch each optimizer step averages over, and the learning rate the linear scaling rule gives it.
-
-    Attributes:
-        batch_size: images per step in each process, ``optim.batch_size``.
-        world_size: processes; DDP averages their gradients, so one step sees ``batch_size * world_size`` images.
-        learning_rate: ``optim.learning_rate``, as configured.
-        reference_batch_size: ``optim.reference_batch_size``, the batch that rate was tuned at (None: no scaling).
-        peak_learning_rate: the head's peak rate, ``learning_rate * effective batch / reference_batch_size``.
-    """
-
-    batch_size: int
-    world_size: int
-    learning_rate: float
-    reference_batch_size: int | None
-    peak_learning_rate: float
-
-    @property
-    def effective_batch_size(self) -> int:
-        """Images per optimizer step over all processes."""
-        return self.batch_size * self.world_size
-
-    def describe(self) -> str:
-        """One line, e.g. ``2 processes x batch 16 = effective batch 32; learning rate 0.001 x 32 / 16 = 0.002 ...``."""
-        plural = "es" if self.world_size != 1 else ""
-        batch = (f"{self.world_size} process{plural} x batch {self.batch_size} = "
-                 f"effective batch {self.effective_batch_size}")
-        if self.reference_batch_size is None:
-            return (f"{batch}; learning rate {self.learning_rate:g}, not scaled (set optim.reference_batch_size to "
-                    "the batch it was tuned at to scale it by the linear rule)")
-        return (f"{batch}; learning rate {self.learning_rate:g} x {self.effective_batch_size} / "
-                f"{self.reference_batch_size} = {self.peak_learning_rate:.4g} (linear scaling rule)")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields and the effective batch, for events."""
-        return {**dataclasses.asdict(self), "effective_batch_size": self.effective_batch_size}
-
-
-def batch_scale(config: RunConfig, world_size: int = 1) -> BatchScale:
-    """The effective batch of ``world_size`` processes and the head's peak rate at it (``scaled_learning_rate``)."""
-    optim = config.optim
-    effective = dataclasses.replace(optim, batch_size=optim.batch_size * world_size)
-    return BatchScale(optim.batch_size, world_size, optim.learning_rate, optim.reference_batch_size,
-                      scaled_learning_rate(effective))
 
 
 def seed_everything(seed: int) -> None:
@@ -223,11 +176,11 @@ def _feature_extraction_setup(
         def report_progress(done: int, total: int) -> None:
             if check_stop is not None:
                 check_stop()
-            report("features_progressed", split=split, done=done, total=total)
+            report(FeaturesProgressed.event, split=split, done=done, total=total)
 
         def extract(chosen: tuple[FileRecord, ...]) -> ExtractionResult:
             return extract_features(
-                backbone, [record.path for record in chosen], [record.sha256 for record in chosen],
+                backbone, [record.path for record in chosen], [_content_hash(record) for record in chosen],
                 views=views, plan=image_plan, batch_size=max(config.optim.batch_size, 32),
                 num_workers=config.data.num_workers, progress=report_progress,
             )
@@ -242,7 +195,7 @@ def _feature_extraction_setup(
         if shared is not None:  # the vectors read back now were mostly computed by the processes together
             computed, reused, seconds = shared.computed, max(0, reused - shared.computed), seconds + shared.seconds
         report(
-            "features_extracted", split=split, computed=computed, reused=reused,
+            FeaturesExtracted.event, split=split, computed=computed, reused=reused,
             failed=result.failed, seconds=round(seconds, 3), views=len(views),
         )
         for path, reason in result.failed:
@@ -252,7 +205,10 @@ def _feature_extraction_setup(
         targets = torch.tensor([class_index[records[index].label] for index in result.kept], dtype=torch.long)
         return result.features, targets
 
-    train_features, train_targets = features_of("train", [eval_view, *extra_views])
+    train = features_of("train", [eval_view, *extra_views])
+    if train is None:
+        raise RuntimeError("every rank extracts its own training features; only validation is left to rank 0")
+    train_features, train_targets = train
     val_features, val_targets = features_of("val", [eval_view]) or (None, torch.empty(0, dtype=torch.long))
     if len(train_targets) == 0:
         raise DatasetError(f"{dataset.root}: no training image could be decoded")
@@ -274,6 +230,13 @@ def _feature_extraction_setup(
         world_size=distributed.world_size,
         train_sampler=sampler,
     )
+
+
+def _content_hash(record: FileRecord) -> str:
+    """The record's SHA-256, the feature cache key; the scan hashes every readable file, so usable ones have it."""
+    if record.sha256 is None:
+        raise DatasetError(f"{record.path}: no content hash to key its cached features by; scan the dataset again")
+    return record.sha256
 
 
 def _fill_cache_together(
@@ -312,7 +275,7 @@ def _distributed_sampler(
     if _balanced(config):
         return DistributedWeightedSampler(_balanced_weights(train_targets, num_classes),
                                           num_replicas=distributed.world_size, rank=distributed.rank, seed=config.seed)
-    return DistributedSampler(range(len(train_targets)), num_replicas=distributed.world_size,  # type: ignore[arg-type]
+    return DistributedSampler(range(len(train_targets)), num_replicas=distributed.world_size,
                               rank=distributed.rank, shuffle=True, seed=config.seed)
 
 
@@ -346,7 +309,7 @@ def _fine_tune_setup(
         sampler: Sampler[int] | None = None
         count = len(records)
         if train and shard is not None:
-            sampler, count = shard, len(shard)  # type: ignore[arg-type]
+            sampler, count = shard, len(shard)
         elif train and _balanced(config):
             weights = _balanced_weights(train_targets, len(class_index))
             sampler = WeightedRandomSampler(weights, num_samples=len(records), generator=generator)
@@ -405,45 +368,3 @@ def create_optimizer(setup: TrainingSetup, config: RunConfig) -> torch.optim.Opt
         parameter_groups(setup.loop_model, setup.parts, config, world_size=setup.world_size), opt="adamw",
         lr=batch_scale(config, setup.world_size).peak_learning_rate, weight_decay=config.optim.weight_decay,
     )
-
-
-def parameter_groups(
-    model: nn.Module, parts: dict[str, list[nn.Parameter]], config: RunConfig, *, world_size: int = 1
-) -> list[dict]:
-    """Optimizer groups: no weight decay on biases and norms (timm's rule); rates by ``lr_scale``.
-
-    Without layer decay there are always four groups, in this order (some may be
-    empty): ``head``, ``head_no_decay``, ``backbone``, ``backbone_no_decay``; gradual
-    unfreezing refills them in place (``refill_parameter_groups``), so the optimizer
-    state and the schedule never change shape. With ``model.layer_decay`` the groups
-    are timm's, one per layer. ``world_size`` processes multiply the batch the rate is
-    scaled for (``batch_scale``).
-    """
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        model = model.module  # gradual unfreezing refills the groups from the loop's model, wrapped
-    learning_rate = batch_scale(config, world_size).peak_learning_rate
-    if config.model.layer_decay is not None and parts["backbone"]:
-        groups = param_groups_layer_decay(model, weight_decay=config.optim.weight_decay,
-                                          layer_decay=config.model.layer_decay)
-        return [{**group, "lr": learning_rate, "name": f"layer_{index}"} for index, group in enumerate(groups)]
-    scales = {"head": 1.0, "backbone": config.model.backbone_lr_scale}
-    groups = []
-    for part, parameters in parts.items():
-        wanted = {id(parameter) for parameter in parameters}
-        decay, no_decay = [], []
-        for name, parameter in model.named_parameters():
-            if id(parameter) in wanted and parameter.requires_grad:
-                (no_decay if parameter.ndim <= 1 or name.endswith(".bias") else decay).append(parameter)
-        for suffix, members, weight_decay in (("", decay, config.optim.weight_decay), ("_no_decay", no_decay, 0.0)):
-            # timm's schedulers multiply each group's rate by its lr_scale.
-            groups.append({"params": members, "lr": learning_rate, "lr_scale": scales[part],
-                           "weight_decay": weight_decay, "name": part + suffix})
-    return groups
-
-
-def refill_parameter_groups(
-    optimizer: torch.optim.Optimizer, model: nn.Module, parts: dict[str, list[nn.Parameter]], config: RunConfig
-) -> None:
-    """Point the optimizer's groups at newly trainable parameters (gradual unfreezing)."""
-    for group, fresh in zip(optimizer.param_groups, parameter_groups(model, parts, config), strict=True):
-        group["params"] = fresh["params"]

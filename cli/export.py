@@ -1,0 +1,35 @@
+"""``main.py export``: a checkpoint or an ensemble to ONNX, TorchScript and a timm folder, checked for parity."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.parsing import EXIT_OK, Subparsers, add_command
+from engine.export.formats import EXPORT_FORMATS
+
+
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    parser = add_command(
+        subparsers, "export", "export a checkpoint or an ensemble to ONNX, TorchScript and a timm folder",
+        ["python main.py export RUN_DIR exports/",
+         "python main.py export ensemble.json exports/ --format onnx --check-images photos/"])
+    parser.add_argument("model", help="a .safetensors checkpoint, a run folder (its best) or an ensemble manifest")
+    parser.add_argument("out_dir", help="the export folder: one subfolder per format")
+    parser.add_argument("--format", dest="formats", action="append", choices=list(EXPORT_FORMATS),
+                        help="a format to write (repeat for more; default: every format the model has)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18, the oldest torch writes)")
+    parser.add_argument("--check-images", nargs="+", metavar="PATH",
+                        help="images or folders for the parity check (default: a few from the training data)")
+    return parser
+
+
+def run(arguments: argparse.Namespace) -> int:
+    from engine.evaluation.predictions import collect_image_paths
+    from engine.export.exporter import export_model
+
+    check_images = collect_image_paths(arguments.check_images) if arguments.check_images else None
+    result = export_model(arguments.model, arguments.out_dir, arguments.formats, opset=arguments.opset,
+                          check_images=check_images, log=print)
+    for line in result.summary()[len(result.exports):]:  # the skipped formats, with why
+        print(line)
+    return EXIT_OK

@@ -1,0 +1,5 @@
+"""The "Ensemble" page."""
+
+from gui.pages.ensemble.page import EnsemblePage
+
+__all__ = ["EnsemblePage"]

@@ -1,0 +1,5 @@
+"""The "Model" page."""
+
+from gui.pages.model.page import ModelPage
+
+__all__ = ["ModelPage"]

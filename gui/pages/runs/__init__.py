@@ -1,0 +1,5 @@
+"""The "Runs" page."""
+
+from gui.pages.runs.page import RunsPage
+
+__all__ = ["RunsPage"]

@@ -1,0 +1,5 @@
+"""The "Train" page."""
+
+from gui.pages.train.page import TrainPage
+
+__all__ = ["TrainPage"]
