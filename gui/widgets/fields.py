@@ -112,9 +112,11 @@ class BoundField(QWidget):
         self.error_label.setVisible(bool(message))
 
     def _show(self, value: Any) -> None:
+        """Put the config's value into the editor (each field type implements it)."""
         raise NotImplementedError
 
     def _read(self) -> Any:
+        """The editor's value as the config takes it (each field type implements it)."""
         raise NotImplementedError
 
 

@@ -208,7 +208,6 @@ class TrialPlot(QWidget):
             self.plot.enableAutoRange()
             return
         # Empty: the x axis spans the range searched, so the first points land in context.
-        low, high = _span(parameter, log, categories)
         self.placeholder.setPos((low + high) / 2, 0.5)
         self.plot.setRange(xRange=(low, high), yRange=(0, 1), padding=0.02)
 
