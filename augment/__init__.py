@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from augment.controls import AugmentControls, get_preset, list_presets, resolve_controls
     from augment.mixing import create_mixup, mix_batch, soft_target_cross_entropy
     from augment.preview import preview_dataset
+    from augment.source_side import eval_source_side, train_source_side
     from augment.transforms import (
         ImageTransform,
         TrainTransform,
@@ -45,12 +46,14 @@ _HOMES = {
     "mix_batch": "augment.mixing",
     "soft_target_cross_entropy": "augment.mixing",
     "preview_dataset": "augment.preview",
+    "eval_source_side": "augment.source_side",
+    "train_source_side": "augment.source_side",
 }
 
 __all__ = [
     "AugmentControls", "ImageTransform", "TrainTransform", "create_eval_transform", "create_mixup",
-    "create_train_transform", "describe_train_transform", "get_preset", "list_presets", "mix_batch",
-    "preview_dataset", "resolve_controls", "soft_target_cross_entropy",
+    "create_train_transform", "describe_train_transform", "eval_source_side", "get_preset", "list_presets",
+    "mix_batch", "preview_dataset", "resolve_controls", "soft_target_cross_entropy", "train_source_side",
 ]
 
 

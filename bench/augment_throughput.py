@@ -23,7 +23,7 @@ from augment import create_train_transform, get_preset
 from augment.preview import DEFAULT_SETTINGS
 from engine.core.config import AugmentConfig
 from engine.data.images import IMAGE_SUFFIXES
-from engine.data.loading import ImageDataset, collate_decoded
+from engine.data.loading import ImageDataset, collate_with_failures
 from engine.data.settings import DataSettings
 
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
@@ -56,7 +56,7 @@ def torchvision_standard(settings: DataSettings) -> v2.Compose:
 
 def epoch_seconds(loader: DataLoader) -> float:
     started = time.perf_counter()
-    for images, _ in loader:
+    for images, _, _failures in loader:
         assert images.dtype == torch.float32
     return time.perf_counter() - started
 
@@ -79,7 +79,7 @@ def main() -> int:
     loaders = {
         name: DataLoader(
             ImageDataset(paths, [0] * len(paths), transform), batch_size=arguments.batch_size, shuffle=True,
-            num_workers=arguments.workers, persistent_workers=arguments.workers > 0, collate_fn=collate_decoded,
+            num_workers=arguments.workers, persistent_workers=arguments.workers > 0, collate_fn=collate_with_failures,
             generator=torch.Generator().manual_seed(0),
         )
         for name, transform in pipelines.items()

@@ -15,6 +15,7 @@ from types import ModuleType
 
 from cli import (
     backbones,
+    cache,
     cam,
     config,
     doctor,
@@ -35,6 +36,7 @@ from engine.core.errors import TransferStudioError
 # In the order ``main.py --help`` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
     scan, train, lr_find, sanity, preview, predict, evaluate, export, ensemble, cam, search, config, doctor, backbones,
+    cache,
 )
 
 

@@ -22,6 +22,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="optim.epochs")
     parser.add_argument("--lr", type=float, help="optim.learning_rate")
     parser.add_argument("--batch-size", type=int, help="optim.batch_size")
+    parser.add_argument("--device", choices=DEVICES,
+                        help="device: auto (CUDA, else Apple MPS, else CPU), cpu, cuda or mps")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any config field, e.g. --set model.trainable_stages=3 (repeatable)")
 
@@ -35,7 +37,7 @@ def config_from_arguments(arguments: argparse.Namespace) -> RunConfig:
     """
     changes = {"data.path": str(Path(arguments.data).expanduser().resolve())}
     flags = {"model.backbone": arguments.backbone, "model.mode": arguments.mode, "optim.epochs": arguments.epochs,
-             "optim.learning_rate": arguments.lr, "optim.batch_size": arguments.batch_size}
+             "optim.learning_rate": arguments.lr, "optim.batch_size": arguments.batch_size, "device": arguments.device}
     changes.update({key: value for key, value in flags.items() if value is not None})
     changes.update(dict(parse_override(item) for item in arguments.set))
     if not Path(changes["data.path"]).exists():

@@ -42,7 +42,7 @@ def test_every_field_has_a_comment_in_the_default_yaml() -> None:
         ({"modle": {}}, "modle: unknown setting; did you mean 'model'?"),
         ({"optim": {"learning_rate": -1}}, "optim.learning_rate: must be > 0, got -1.0"),
         ({"optim": {"epochs": 0}}, "optim.epochs: must be >= 1, got 0"),
-        ({"optim": {"batch_size": 2.5}}, "optim.batch_size: must be a whole number, got 2.5"),
+        ({"optim": {"batch_size": 2.5}}, "optim.batch_size: must be a whole number or auto, got 2.5"),
         ({"model": {"mode": "finetune"}},
          "model.mode: must be one of feature_extraction, fine_tune, two_stage, got 'finetune'"),
         ({"augment": {"crop_scale": [0.9, 0.2]}},

@@ -301,7 +301,8 @@ def test_divergence_stops_at_once_on_a_nan_loss() -> None:
     features[5, 0] = math.nan  # one corrupt feature vector: its batch's loss is NaN
     config = doctor_config(**{"optim.epochs": 2, "optim.batch_size": 320})  # one batch holds every vector
     state, events, _ = fit_head(config, features, targets, checks=["divergence"])
-    assert (state.cancel_reason, state.step) == ("diverged", 0)
+    # Losses are judged where the loop reads them (here after every step): the first step's stops the run.
+    assert (state.cancel_reason, state.step, state.epoch) == ("diverged", 1, 1)
     (diagnosis,) = events.diagnoses()
     assert diagnosis.evidence["loss"] == "nan" and "became nan" in diagnosis.message
 

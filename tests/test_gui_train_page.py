@@ -24,6 +24,7 @@ from engine.training.doctor import DIAGNOSIS_EVENT, Diagnosis
 from engine.training.runfolder import RunFolder, read_events
 from gui.pages.train.doctor_panel import HEALTHY_END_TEXT, HEALTHY_TEXT
 from gui.pages.train.page import TrainPage
+from gui.pages.train.run_log import describe_device
 from gui.services.config_state import ConfigState
 from gui.services.run_controller import RunController
 from gui.style import apply_style
@@ -119,6 +120,9 @@ def test_a_run_draws_its_curves_as_events_arrive_and_reports_its_end(
     log = page.log_view.text()
     assert "Run started on cpu" in log and "Checkpoint 'best' saved" in log and "Run finished" in log
     assert "Epoch 4: train loss" in log
+    started = next(event for event in events if event["event"] == "run_started")
+    assert page.device_label.isVisible() and page.device_label.text() == describe_device(started)
+    assert page.device_label.text().startswith(f"Device: {started['device']}")
     if not page.doctor_panel.diagnoses:
         assert page.doctor_panel.summary_label.text() == HEALTHY_END_TEXT
 

@@ -207,6 +207,9 @@ class RunStarted(Event):
     peak_learning_rate: float | None = None
     reference_batch_size: int | None = None
     batch_scale: str | None = None
+    device_reason: str | None = None  # why this device, e.g. "CPU: no CUDA or MPS device found"
+    batch_size: int | None = None  # images per forward pass, after optim.batch_size auto is resolved
+    accumulate_steps: int | None = None  # forward passes whose gradients add up before each step
 
 
 @register_event
@@ -243,6 +246,9 @@ class StageStarted(Event):
     peak_learning_rate: float | None = None
     reference_batch_size: int | None = None
     batch_scale: str | None = None
+    device_reason: str | None = None
+    batch_size: int | None = None
+    accumulate_steps: int | None = None
 
 
 @register_event
@@ -286,6 +292,24 @@ class CheckpointSaved(Event):
     path: str
     metric: str  # what ``value`` measures
     value: float | None
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True)
+class BatchSizeChanged(Event):
+    """The device ran out of memory, so each batch now goes through the model in smaller pieces.
+
+    The gradients of the pieces add up before the step, so the effective batch and the
+    learning rate stay the same; only memory use and speed change.
+    """
+
+    event: ClassVar[str] = "batch_size_changed"
+    micro_batch_size: int  # images per forward pass from now on
+    previous_micro_batch_size: int
+    batch_size: int  # images per loaded batch (optim.batch_size), unchanged
+    effective_batch_size: int  # images per optimizer step, unchanged
+    reason: str  # e.g. "CUDA out of memory"
+    message: str  # the plain-language line for logs and the doctor panel
 
 
 @register_event

@@ -173,16 +173,24 @@ def inspect_bytes(data: bytes, *, name: str | Path, max_pixels: int = MAX_IMAGE_
     return header
 
 
-def load_rgb(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def load_rgb(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS, min_side: int | None = None) -> Image.Image:
     """Decode an image file into an upright 8-bit RGB image, ready for a model.
 
     EXIF orientation is applied; animations give their first frame; transparency is
     composited on white; 16-bit and float greyscale are scaled (not clipped) into 0..255;
     CMYK, YCbCr, palette and the other modes are converted.
 
+    With ``min_side`` the image is decoded only as large as needed: a JPEG is decoded at
+    the smallest DCT scale (1/2, 1/4, 1/8, Pillow's ``draft``) whose shorter side is still
+    at least ``min_side``, which skips most of the decoding work, and any image then
+    shrinks by the largest whole factor (``Image.reduce``, a box average) that keeps it
+    there. Both are area averages, so the result is close to a full decode resized with
+    an antialiasing filter. An image already smaller is returned at full size.
+
     Args:
         path: the image file.
         max_pixels: refuse images with more pixels than this (Pillow's own limit caps it).
+        min_side: pixels the upright result's shorter side must keep; None decodes at full size.
 
     Returns:
         A fully loaded image in mode ``RGB``, independent of the file.
@@ -200,6 +208,8 @@ def load_rgb(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.I
     if not data:
         raise ImageFileError(path, "zero_byte", "the file is empty (0 bytes)")
     with _open_checked(io.BytesIO(data), path, max_pixels, data[:16]) as image:
+        if min_side is not None:
+            _draft(image, min_side)
         try:
             image.load()
         except _DECODE_ERRORS as error:
@@ -207,9 +217,37 @@ def load_rgb(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.I
             raise ImageFileError(path, kind, f"cannot decode the image: {error}") from error
         upright = _exif_upright(image)
         try:
-            return to_rgb(upright)
+            rgb = to_rgb(upright)
         except ValueError as error:
             raise ImageFileError(path, "corrupt", f"cannot convert mode {image.mode} to RGB: {error}") from error
+    return rgb if min_side is None else reduce_to(rgb, min_side)
+
+
+def reduce_to(image: Image.Image, min_side: int) -> Image.Image:
+    """Shrink ``image`` by the largest whole factor that keeps its shorter side >= ``min_side`` (box average)."""
+    factor = min(image.size) // max(1, min_side)
+    return image.reduce(factor) if factor >= 2 else image
+
+
+def _draft(image: Image.Image, min_side: int) -> None:
+    """Ask a JPEG's decoder for the smallest DCT scale whose shorter side stays >= ``min_side``.
+
+    Pillow picks the scale ``s`` in 8, 4, 2, 1 with ``s <= size // requested`` on both axes and
+    decodes ``ceil(size / s)`` pixels, so asking for the stored size scaled to a shorter side of
+    ``min_side`` never gives less. A rotation by EXIF swaps the axes but keeps the shorter side.
+    """
+    if image.format not in ("JPEG", "MPO") or min_side <= 0:
+        return
+    width, height = image.size
+    shorter = min(width, height)
+    if shorter <= min_side:
+        return
+    requested = (max(1, -(-width * min_side // shorter)), max(1, -(-height * min_side // shorter)))
+    try:
+        image.draft(None, requested)
+    except _DECODE_ERRORS:
+        # A header Pillow can open but not scale is decoded at full size, where load() judges it.
+        return
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

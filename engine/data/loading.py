@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, Sampler, default_collate
 
 from engine.core.errors import DatasetError
 from engine.core.events import ImageSkipped
+from engine.data.decoded_cache import DecodedCache
 from engine.data.images import load_rgb
 
 log = logging.getLogger(__name__)
@@ -38,19 +39,40 @@ class ImageDataset(Dataset):
         paths: image files.
         targets: class index (or any integer tag) of each file.
         transform: Pillow RGB image -> ``(3, H, W)`` tensor.
+        min_side: the shorter side, in pixels, the transform needs of a source image
+            (``augment.train_source_side``, ``augment.eval_source_side``): larger photos are
+            decoded only that large (``load_rgb``); None decodes every image at full size.
+        cache: with ``min_side``, read images from this decoded-image cache, and store those
+            decoded here, shrunk to ``min_side``; None decodes the files every time.
+        hashes: SHA-256 of each file (the cache key); a file without one is not cached.
     """
 
-    def __init__(self, paths: Sequence[Path], targets: Sequence[int], transform: ImageTransform) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        targets: Sequence[int],
+        transform: ImageTransform,
+        min_side: int | None = None,
+        *,
+        cache: DecodedCache | None = None,
+        hashes: Sequence[str | None] | None = None,
+    ) -> None:
         self.paths = list(paths)
         self.targets = list(targets)
         self.transform = transform
+        self.min_side = min_side
+        self.cache = cache if min_side is not None else None
+        self.hashes = list(hashes) if hashes is not None else [None] * len(self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str]:
         try:
-            image = load_rgb(self.paths[index])
+            if self.cache is not None and self.min_side is not None:
+                image = self.cache.load(self.paths[index], self.hashes[index], self.min_side)
+            else:
+                image = load_rgb(self.paths[index], min_side=self.min_side)
         except DatasetError as error:
             return None, self.targets[index], str(error)
         return self.transform(image), self.targets[index], ""

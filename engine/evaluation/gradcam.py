@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from augment import eval_source_side
 from engine.core.errors import ConfigError
 from engine.data.images import load_rgb
 from engine.evaluation.activation_map import ActivationMap, overlay
@@ -143,7 +144,9 @@ def class_activation_map(
         ConfigError: ``class_index`` out of range, or a backbone without a convolutional feature map.
     """
     loaded = _load(model_path, device)
-    image = load_rgb(image_path)
+    # Decoded as large as the largest member's eval transform needs (a reduced decode of a photo).
+    image = load_rgb(image_path, min_side=max(eval_source_side(explainer.predictor.data_settings)
+                                              for explainer in loaded.explainers))
     with loaded.lock:
         return _explain(loaded, image, class_index)
 

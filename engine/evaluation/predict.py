@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from augment import create_eval_transform
+from augment import create_eval_transform, eval_source_side
 from engine.core.device import plan_device
 from engine.core.errors import CheckpointError
+from engine.data.loader_sizing import size_loader
 from engine.data.loading import ImageDataset, collate_with_failures
 from engine.data.settings import DataSettings
 from engine.evaluation.calibration import temperature_from_metadata
@@ -84,7 +85,8 @@ class Predictor(TopKPredictions):
             (indices into ``paths``, in order), and ``failures``: ``{index: reason}``.
         """
         return batched_probabilities(paths, self.transform, self._batch_probabilities, len(self.classes),
-                                     batch_size=batch_size, progress=progress)
+                                     batch_size=batch_size, progress=progress,
+                                     min_side=eval_source_side(self.data_settings))
 
     def _batch_probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` softmax rows of a batch, after the saved temperature."""
@@ -101,14 +103,21 @@ def batched_probabilities(
     *,
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    min_side: int | None = None,
+    num_workers: int | str = 0,
 ) -> ProbabilityResult:
     """Decode, transform and batch image files, and collect ``batch_probabilities`` of each batch.
 
     Files that cannot be read become failures instead of rows; ``progress`` gets
-    (files done, files) after each batch.
+    (files done, files) after each batch. ``min_side`` is the shorter side the transform
+    needs of a source (``augment.eval_source_side``): photos are decoded only that large.
+    ``num_workers`` is as ``data.num_workers`` (``engine.data.loader_sizing``); it defaults to
+    decoding in this process, as the GUI predicts on a thread and must not fork.
     """
-    dataset = ImageDataset(list(paths), list(range(len(paths))), transform)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_with_failures)
+    dataset = ImageDataset(list(paths), list(range(len(paths))), transform, min_side)
+    arguments = size_loader(num_workers, dataset, batch_size=batch_size, cuda=False).loader_arguments()
+    arguments["persistent_workers"] = False  # one pass: workers kept after it would only hold memory
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_with_failures, **arguments)
     rows: list[np.ndarray] = []
     kept: list[int] = []
     failures: dict[int, str] = {}

@@ -185,7 +185,7 @@ def _calibration_verdict(evaluation: Evaluation) -> str:
 def thumbnail(path: Path) -> Image.Image | None:
     """The image scaled to ``THUMBNAIL_PIXELS`` on its longer side, or None when it cannot be read."""
     try:
-        image = load_rgb(path)
+        image = load_rgb(path, min_side=THUMBNAIL_PIXELS)
     except ImageFileError:
         return None
     # Small images (the demo's are 64 px) are enlarged with a smooth filter, large ones reduced.

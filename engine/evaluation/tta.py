@@ -19,7 +19,7 @@ from timm.data.transforms import CenterCropOrPad
 from torch import nn
 from torchvision import transforms
 
-from augment import create_eval_transform
+from augment import create_eval_transform, eval_source_side
 from engine.core.device import DevicePlan
 from engine.core.errors import CheckpointError, ConfigError
 from engine.data.settings import DataSettings
@@ -115,7 +115,8 @@ class TestTimeAugmentation(TopKPredictions):
         if self.mode == "none":
             return self.wrapped.predict_proba(paths, batch_size=batch_size, progress=progress)
         return batched_probabilities(paths, self.transform, self._mean_softmax, len(self.classes),
-                                     batch_size=batch_size, progress=progress)
+                                     batch_size=batch_size, progress=progress,
+                                     min_side=eval_source_side(_data_settings_of(self.wrapped)))
 
     def _mean_softmax(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` float32 mean of the views' softmax rows."""

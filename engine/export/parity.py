@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from augment import create_eval_transform
+from augment import create_eval_transform, eval_source_side
 from engine.core.errors import DatasetError
 from engine.data.images import load_rgb
 from engine.evaluation.predict import collect_image_paths
@@ -48,7 +48,8 @@ def check_inputs(source: ExportSource, graph: nn.Module, check_images: Sequence[
         probabilities, kept = _reference_probabilities(source, paths)
         if kept:
             transform = create_eval_transform(source.settings[0])
-            images = torch.stack([transform(load_rgb(paths[index])) for index in kept]).numpy()
+            side = eval_source_side(source.settings[0])
+            images = torch.stack([transform(load_rgb(paths[index], min_side=side)) for index in kept]).numpy()
             return CheckInputs(tuple(paths[index] for index in kept), images, probabilities)
         if check_images is not None:
             raise DatasetError(f"export check images: none of the {len(paths)} files could be read "

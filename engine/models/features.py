@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from engine.core.atomic import atomic_write
 from engine.core.device import DevicePlan
 from engine.core.paths import user_cache_dir
+from engine.data.loader_sizing import size_loader
 from engine.data.loading import ImageDataset, collate_with_failures
 from engine.models.backbones import extract_pooled_features
 
@@ -67,11 +68,15 @@ class FeatureView:
         cache: the feature space of this transform.
         number: the view's number inside that space (augmented views 1, 2, ...).
         transform: Pillow RGB image -> ``(3, H, W)`` tensor.
+        source_side: the shorter side the transform needs of a source image, so that photos are
+            decoded only that large (``augment.eval_source_side``, ``augment.train_source_side``);
+            None decodes them at full size.
     """
 
     cache: FeatureCache
     number: int
     transform: ImageTransform
+    source_side: int | None = None
 
 
 @dataclass
@@ -103,7 +108,7 @@ def extract_features(
     views: Sequence[FeatureView],
     plan: DevicePlan,
     batch_size: int = 64,
-    num_workers: int = 0,
+    num_workers: int | str = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> ExtractionResult:
     """Fill the cache for every image and view that lacks a vector, then return them all.
@@ -115,7 +120,8 @@ def extract_features(
         views: the views to compute; the first is normally the unaugmented eval view.
         plan: device and precision.
         batch_size: images per backbone forward.
-        num_workers: decoding processes.
+        num_workers: decoding processes, or ``auto`` to choose them from the CPUs and a measured
+            decode rate (``engine.data.loader_sizing``).
         progress: called with (vectors done, vectors missing) while computing.
     """
     started = time.perf_counter()
@@ -137,10 +143,14 @@ def extract_features(
         if not indices:
             continue
         view = views[position]
-        dataset = ImageDataset([paths[i] for i in indices], indices, view.transform)
+        dataset = ImageDataset([paths[i] for i in indices], indices, view.transform, view.source_side)
+        sizing = size_loader(num_workers, dataset, batch_size=batch_size, cuda=plan.is_cuda,
+                             pin_memory=plan.pin_memory)
+        arguments = sizing.loader_arguments()
+        # One pass over the images: workers kept alive after it would only hold memory.
+        arguments["persistent_workers"] = False
         loader = DataLoader(
-            dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_with_failures,
-            pin_memory=plan.pin_memory,
+            dataset, batch_size=batch_size, collate_fn=collate_with_failures, **arguments,
             # Its own generator: drawing its seed from torch's would make the run that fills the cache
             # train (dropout, mixup) on other random numbers than the runs that find it full.
             generator=torch.Generator(),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import optuna
+import torch
 import torch.nn.functional as F
 from optuna.trial import Trial, TrialState
 
@@ -78,7 +79,7 @@ class TrialReporter(Callback):
         self.last_epoch = last_epoch
         self.values: list[float] = []  # one per epoch with validation images
         self.pruned_at: int | None = None
-        self._loss_sum = 0.0
+        self._loss_sum: float | torch.Tensor = 0.0
         self._count = 0
 
     def before_epoch(self, state: LoopState) -> None:
@@ -90,12 +91,13 @@ class TrialReporter(Callback):
     def after_loss(self, state: LoopState) -> None:
         if state.training or state.outputs is None or state.targets is None or state.targets.dim() != 1:
             return
-        self._loss_sum += float(F.cross_entropy(state.outputs.float(), state.targets, reduction="sum"))
+        # Summed on the device, read once per epoch: a read per batch would wait for the GPU each time.
+        self._loss_sum = self._loss_sum + F.cross_entropy(state.outputs.float(), state.targets, reduction="sum")
         self._count += len(state.targets)
 
     def after_epoch(self, state: LoopState) -> None:
         if self.metric == "val_loss":
-            value = self._loss_sum / self._count if self._count else None
+            value = float(self._loss_sum) / self._count if self._count else None
         else:
             value = state.scratch.get(EPOCH_METRICS, {}).get(self.metric)
         if value is None:

@@ -299,7 +299,7 @@ def _find_in_folder(
         return LRFinderResult(folder.path, "cancelled", curve)
     suggestion, reason, setting = _suggest(curve, config, start_lr)
     csv_path = atomic_write_text(folder.path / CSV_NAME, curve.to_csv())
-    title = f"{config.model.backbone}, {swept_mode.replace('_', ' ')}, batch size {config.optim.batch_size}"
+    title = f"{config.model.backbone}, {swept_mode.replace('_', ' ')}, batch size {config.optim.fixed_batch_size()}"
     plot_path = write_plot(curve, folder.path / PLOT_NAME, suggestion=suggestion, reason=reason, title=title)
     folder.write_event(
         LrFindFinished.event, step=len(curve.losses), suggestion=suggestion, reason=reason,
@@ -324,7 +324,8 @@ def _suggest(curve: LRFinderCurve, config: RunConfig, start_lr: float) -> tuple[
     if not math.isclose(setting, suggestion):
         reason += (
             f" (set optim.learning_rate to {format_rate(setting)}: the linear scaling rule multiplies it by "
-            f"batch_size / reference_batch_size = {config.optim.batch_size}/{config.optim.reference_batch_size})"
+            f"batch_size / reference_batch_size = {config.optim.fixed_batch_size()}/"
+            f"{config.optim.reference_batch_size})"
         )
     return suggestion, reason, setting
 

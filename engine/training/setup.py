@@ -20,12 +20,20 @@ from timm.optim import create_optimizer_v2
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler
 
-from augment import create_eval_transform, create_train_transform, describe_train_transform
+from augment import (
+    create_eval_transform,
+    create_train_transform,
+    describe_train_transform,
+    eval_source_side,
+    train_source_side,
+)
 from engine.core.config import RunConfig
 from engine.core.device import DevicePlan, plan_device
 from engine.core.errors import DatasetError
 from engine.core.events import FeaturesExtracted, FeaturesProgressed
+from engine.data.decoded_cache import DecodedCache, decoded_cache_dir, limit_bytes
 from engine.data.health import FileRecord
+from engine.data.loader_sizing import size_loader
 from engine.data.loading import (
     DecodedBatches,
     DistributedWeightedSampler,
@@ -165,10 +173,12 @@ def _feature_extraction_setup(
     settings = loaded.data_settings
     eval_space = f"{loaded.backbone}|{loaded.weights_id}|eval|{settings.to_dict()}"
     train_space = f"{loaded.backbone}|{loaded.weights_id}|train|{describe_train_transform(config.augment, settings)}"
-    eval_view = FeatureView(FeatureCache(eval_space), 0, create_eval_transform(settings))
+    eval_view = FeatureView(FeatureCache(eval_space), 0, create_eval_transform(settings), eval_source_side(settings))
     train_transform = create_train_transform(config.augment, settings, seed=config.seed)
     train_cache = FeatureCache(train_space)
-    extra_views = [FeatureView(train_cache, n, train_transform) for n in range(1, config.augment.feature_views)]
+    train_side = train_source_side(config.augment, settings)
+    extra_views = [FeatureView(train_cache, n, train_transform, train_side)
+                   for n in range(1, config.augment.feature_views)]
 
     def features_of(split: str, views: list[FeatureView]) -> tuple[torch.Tensor, torch.Tensor] | None:
         records = dataset.splits[split]
@@ -181,7 +191,7 @@ def _feature_extraction_setup(
         def extract(chosen: tuple[FileRecord, ...]) -> ExtractionResult:
             return extract_features(
                 backbone, [record.path for record in chosen], [_content_hash(record) for record in chosen],
-                views=views, plan=image_plan, batch_size=max(config.optim.batch_size, 32),
+                views=views, plan=image_plan, batch_size=max(config.optim.fixed_batch_size(), 32),
                 num_workers=config.data.num_workers, progress=report_progress,
             )
 
@@ -214,7 +224,7 @@ def _feature_extraction_setup(
         raise DatasetError(f"{dataset.root}: no training image could be decoded")
     head_plan = plan_device(config.device, amp=config.amp, images=False)
     head = head_plan.prepare_model(classifier)
-    batch_size = config.optim.batch_size
+    batch_size = config.optim.fixed_batch_size()
     sample_weights = _balanced_weights(train_targets, len(class_index)) if _balanced(config) else None
     sampler = _distributed_sampler(config, distributed, train_targets, len(class_index))
     return TrainingSetup(
@@ -297,14 +307,25 @@ def _fine_tune_setup(
     shard = _distributed_sampler(config, distributed, train_targets, len(class_index))
     # Each rank draws its own augmentations (the shuffling seed stays common, in the sampler).
     augment_seed = config.seed + distributed.rank
+    batch_size = config.optim.fixed_batch_size()
+    cache: DecodedCache | None = None
+    cache_limit = 0
+    if config.data.decoded_cache:
+        cache = DecodedCache(decoded_cache_dir(dataset.root))
+        if distributed.local_rank == 0:
+            cache.remove_stale_temp_files()  # one rank: the others' own temp files are live
+        cache_limit = limit_bytes(config.data.decoded_cache_limit_gb, cache.root)
 
-    def loader(split: str, transform: Any, train: bool) -> DecodedBatches | None:
+    def loader(split: str, transform: Any, train: bool, side: int) -> DecodedBatches | None:
         records = dataset.splits[split]
         if not records or (not train and not distributed.is_main):
             return None  # in a distributed run rank 0 validates for every rank
         paths = [r.path for r in records]
+        keys = [(r.sha256, r.width, r.height) for r in records]
+        use_cache = cache is not None and cache.admit(split, keys, side, cache_limit)
         # Items are tagged with their position, so that a failure names its file.
-        images = ImageDataset(paths, range(len(records)), transform)
+        images = ImageDataset(paths, range(len(records)), transform, side, cache=cache if use_cache else None,
+                              hashes=[r.sha256 for r in records])
         generator = torch.Generator().manual_seed(augment_seed)
         sampler: Sampler[int] | None = None
         count = len(records)
@@ -313,12 +334,12 @@ def _fine_tune_setup(
         elif train and _balanced(config):
             weights = _balanced_weights(train_targets, len(class_index))
             sampler = WeightedRandomSampler(weights, num_samples=len(records), generator=generator)
-        workers = config.data.num_workers
+        sizing = size_loader(config.data.num_workers, images, batch_size=batch_size, cuda=plan.is_cuda,
+                             pin_memory=plan.pin_memory)
         batches = DataLoader(
-            images, batch_size=config.optim.batch_size, shuffle=train and sampler is None, sampler=sampler,
-            drop_last=train and count > config.optim.batch_size,
-            num_workers=workers, persistent_workers=workers > 0, pin_memory=plan.pin_memory,
-            collate_fn=collate_with_failures, generator=generator,
+            images, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+            drop_last=train and count > batch_size, collate_fn=collate_with_failures, generator=generator,
+            **sizing.loader_arguments(),
         )
         targets = torch.tensor([class_index[r.label] for r in records], dtype=torch.long)
         return DecodedBatches(batches, paths, targets, split, skipped)
@@ -326,8 +347,9 @@ def _fine_tune_setup(
     return TrainingSetup(
         loaded=loaded,
         loop_model=model,
-        train_batches=loader("train", create_train_transform(config.augment, settings, seed=augment_seed), train=True),
-        val_batches=loader("val", create_eval_transform(settings), train=False),
+        train_batches=loader("train", create_train_transform(config.augment, settings, seed=augment_seed), train=True,
+                             side=train_source_side(config.augment, settings)),
+        val_batches=loader("val", create_eval_transform(settings), train=False, side=eval_source_side(settings)),
         plan=plan,
         parts=parts,
         train_targets=train_targets,

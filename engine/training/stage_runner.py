@@ -8,6 +8,8 @@ checkpoint of its folder. ``engine.training.train`` records how the run ended.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from engine.data.prepare import PreparedDataset
 from engine.models.backbones import LoadedBackbone
 from engine.models.checkpoint import Checkpoint, load_checkpoint, read_checkpoint_metadata
 from engine.models.heads import head_signature
+from engine.training.batch_probe import probe_batch_size
 from engine.training.callback import Callback, LoopState
 from engine.training.callbacks import (
     CheckpointSaver,
@@ -44,6 +47,12 @@ from engine.training.recipes import EarlyStopping, EmaWeights, GradualUnfreezing
 from engine.training.runfolder import RunFolder
 from engine.training.schedules import create_scheduler
 from engine.training.setup import TrainingSetup, build_training, create_optimizer
+
+log = logging.getLogger(__name__)
+
+SYNC_EVERY_MOST = 50
+"""The loop reads its losses back every tenth of an epoch (a point of the live curves each time) and at
+least every this many steps, so that the doctor acts on time; each read makes the host wait for the GPU."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,8 @@ class StageRunner:
         self.recorder = MetricsRecorder(list(dataset.classes), resumed.history if resumed else [],
                                         reduce=distributed.all_reduce_sum if distributed.enabled else None,
                                         skipped_counts=self.skipped.counts)
+        # The config the stages build with: optim.batch_size auto becomes a number before the first fine-tuning stage.
+        self.build_config = config
         self.scale = batch_scale(config, distributed.world_size)
         self.metadata: dict[str, Any] = {}  # what every checkpoint carries; the saver and EMA share it
         self.saver: CheckpointSaver | None = None
@@ -153,10 +164,13 @@ class StageRunner:
         optimizer = self._create_optimizer(setup, stage)
         loss_function = create_loss(self.config, setup.train_targets, len(self.dataset.classes)).to(setup.plan.device)
         self._announce(stage, setup, first_epoch)
+        optim = self.config.optim
         loop = Loop(
-            model=setup.loop_model, optimizer=optimizer, loss_function=loss_function,
+            model=_compiled(setup, self.config.model.compile), optimizer=optimizer, loss_function=loss_function,
             train_batches=setup.train_batches, val_batches=setup.val_batches,
             device_plan=setup.plan, callbacks=self._callbacks(stage, setup, optimizer, loss_function),
+            sync_every=sync_interval(_steps_per_epoch(setup, optim.accumulate_steps)),
+            accumulate_steps=optim.accumulate_steps, clip_grad_norm=optim.clip_grad_norm,
         )
         if self.rng_state is not None:  # restored only now: building the model drew its initial weights
             torch.set_rng_state(self.rng_state)
@@ -167,18 +181,42 @@ class StageRunner:
 
     def _build(self, stage: _Stage, first_epoch: int) -> TrainingSetup:
         """The stage's model and batches, its batches' shuffles where a run that never stopped would have them."""
-        setup = build_training(
-            self.config, self.dataset, mode=stage.mode, loaded=self.loaded,
-            trainable_stages=trainable_stages_at(self.config, first_epoch, stage.first_epoch),
-            report=self.folder.write_event, check_stop=self.stop_watcher.check, distributed=self.distributed,
-            skipped=self.skipped,
-        )
+        def build(loaded: LoadedBackbone | None) -> TrainingSetup:
+            return build_training(
+                self.build_config, self.dataset, mode=stage.mode, loaded=loaded,
+                trainable_stages=trainable_stages_at(self.config, first_epoch, stage.first_epoch),
+                report=self.folder.write_event, check_stop=self.stop_watcher.check, distributed=self.distributed,
+                skipped=self.skipped,
+            )
+
+        setup = build(self.loaded)
+        if self._resolve_auto_batch(stage, setup):
+            setup = build(setup.loaded)  # the loaders again, at the batch size found
         if isinstance(setup.train_batches, FeatureBatches):
             # Draw the shuffles of the epochs done before a resume, so that the next epoch sees the order
             # it would have seen without the stop (drawing one batch draws a whole epoch's order).
             for _ in range(first_epoch - stage.first_epoch):
                 next(iter(setup.train_batches), None)
         return setup
+
+    def _resolve_auto_batch(self, stage: _Stage, setup: TrainingSetup) -> bool:
+        """Replace ``optim.batch_size: auto`` by the largest batch that fits, on CUDA; True if the loaders must follow.
+
+        Elsewhere (and for the head alone, which needs little memory) ``auto`` trains at
+        ``OptimConfig.fixed_batch_size()``. Every rank of a distributed run takes the smallest
+        size any of them found, so that the ranks' batches stay alike.
+        """
+        optim = self.build_config.optim
+        if optim.batch_size != "auto" or stage.mode != "fine_tune" or not setup.plan.is_cuda:
+            return False
+        size = probe_batch_size(setup.loop_model, setup.plan, setup.loaded.data_settings.input_size,
+                                len(self.dataset.classes), train_images=len(self.dataset.splits["train"]))
+        if self.distributed.enabled:
+            size = -self.distributed.all_reduce_max(-size)
+        log.info("optim.batch_size auto: %d images per batch fit in the GPU's memory", size)
+        self.build_config = dataclasses.replace(self.config, optim=dataclasses.replace(optim, batch_size=size))
+        self.scale = batch_scale(self.build_config, self.distributed.world_size)
+        return True
 
     def _start_saving(self, setup: TrainingSetup) -> CheckpointSaver:
         """The checkpoint saver of the whole run, made by the first stage it trains; a resumed run's weights."""
@@ -194,7 +232,7 @@ class StageRunner:
 
     def _create_optimizer(self, setup: TrainingSetup, stage: _Stage) -> torch.optim.Optimizer:
         """A new optimizer, with the resumed run's state when it was saved in this stage."""
-        optimizer = create_optimizer(setup, self.config)
+        optimizer = create_optimizer(setup, self.build_config)
         if self.resumed is not None and self.resumed.checkpoint.metadata.get("stage", stage.mode) == stage.mode:
             optimizer.load_state_dict(self.resumed.checkpoint.optimizer_state)
             self.resumed = None  # restored: later stages start afresh
@@ -215,6 +253,8 @@ class StageRunner:
             train_images=len(self.dataset.splits["train"]), val_images=len(self.dataset.splits["val"]),
             batches_per_epoch=len(setup.train_batches), last_epoch=stage.last_epoch,
             resumed_from=str(self.resume_from) if self.resume_from and first else None,
+            device_reason=setup.plan.reason, batch_size=self.build_config.optim.fixed_batch_size(),
+            accumulate_steps=self.config.optim.accumulate_steps,
             **(_distributed_payload(distributed, self.scale) if distributed.enabled else {}),
         )
         self.folder.write_status("running", epoch=first_epoch, num_epochs=self.config.optim.epochs)
@@ -224,13 +264,12 @@ class StageRunner:
     ) -> list[Callback]:
         """The stage's loop features: the standard ones, the config's recipes, the doctor's, the caller's."""
         assert self.saver is not None
-        batches_per_epoch = len(setup.train_batches)
         stage_optim = dataclasses.replace(self.config.optim, epochs=stage.last_epoch - stage.first_epoch + 1)
-        scheduler = create_scheduler(optimizer, stage_optim, batches_per_epoch)
-        callbacks: list[Callback] = [
-            self.stop_watcher, LRSchedule(scheduler, first_epoch=stage.first_epoch), self.recorder, self.saver,
-            EventReporter(self.folder, every_steps=max(1, batches_per_epoch // 10), history=self.recorder.history),
-            *self._recipe_callbacks(stage, setup, loss_function), *self.doctor, *self.extra_callbacks,
+        scheduler = create_scheduler(optimizer, stage_optim, _steps_per_epoch(setup, stage_optim.accumulate_steps))
+        callbacks = [
+            *standard_callbacks(self.folder, self.stop_watcher, LRSchedule(scheduler, first_epoch=stage.first_epoch),
+                                self.recorder, self.saver, self.doctor),
+            *self._recipe_callbacks(stage, setup, loss_function), *self.extra_callbacks,
         ]
         if self.distributed.enabled:
             callbacks.append(DistributedTraining(self.distributed, setup.train_sampler))
@@ -257,6 +296,36 @@ class StageRunner:
         if stage.mode == "fine_tune" and config.model.unfreeze_every > 0:
             callbacks.append(GradualUnfreezing(setup.loaded.model, config, stage.first_epoch, folder.write_event))
         return callbacks
+
+
+def standard_callbacks(
+    folder: RunFolder, stop_watcher: StopWatcher, schedule: LRSchedule, recorder: MetricsRecorder,
+    saver: CheckpointSaver, doctor: Sequence[Callback],
+) -> list[Callback]:
+    """The callbacks every run attaches whatever its config: stop requests, the schedule, metrics,
+    checkpoints, progress events and the doctor's checks (``bench.step_overhead`` times the loop with them)."""
+    return [stop_watcher, schedule, recorder, saver, EventReporter(folder, history=recorder.history), *doctor]
+
+
+def sync_interval(steps_per_epoch: int) -> int:
+    """Steps between the loop's reads of its losses: a tenth of an epoch of ``steps_per_epoch``, at most
+    ``SYNC_EVERY_MOST``."""
+    return min(SYNC_EVERY_MOST, max(1, steps_per_epoch // 10))
+
+
+def _steps_per_epoch(setup: TrainingSetup, accumulate_steps: int) -> int:
+    """Optimizer steps in one epoch of the setup's training batches."""
+    return math.ceil(len(setup.train_batches) / accumulate_steps)
+
+
+def _compiled(setup: TrainingSetup, compile_model: bool) -> nn.Module:
+    """The module the loop runs: ``torch.compile``'d on CUDA when ``model.compile`` asks (same parameters)."""
+    if not compile_model:
+        return setup.loop_model
+    if not setup.plan.is_cuda:
+        log.warning("model.compile is ignored on %s: torch.compile is used on CUDA GPUs only", setup.plan.device)
+        return setup.loop_model
+    return torch.compile(setup.loop_model)
 
 
 def _distributed_payload(distributed: DistributedContext, scale: BatchScale) -> dict[str, Any]:

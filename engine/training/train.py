@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.core.config import RunConfig
+from engine.core.device import uses_cuda
 from engine.core.errors import ConfigError
 from engine.core.events import DatasetScanned, RunCancelled, RunFailed, RunFinished
 from engine.core.paths import project_dir_for
@@ -74,6 +75,7 @@ def train(
     """
     if not config.data.path:
         raise ConfigError("data.path: must name a dataset folder or CSV, got ''")
+    uses_cuda(config.device)  # a device this machine lacks is refused before a run folder exists
     with distributed_session(config.device) as distributed:
         folder_path = Path(run_dir) if run_dir else new_run_dir(project_dir_for(config.data.path),
                                                                 config.model.backbone)

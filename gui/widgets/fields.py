@@ -30,6 +30,7 @@ from engine.core.config import RunConfig
 from gui.services.config_state import ConfigState
 
 OFF_TEXT = "off"  # what an optional control shows when its step does not run
+AUTO_TEXT = "auto"  # the config value, and what its control shows, when the engine chooses
 ERROR_STYLE = "color: palette(bright-text); background: #c62828; border-radius: 3px; padding: 1px 4px;"
 
 
@@ -336,6 +337,26 @@ class OptionalIntegerField(BoundField):
 
     def _read(self) -> int | None:
         return self.editor.value() or None
+
+
+class IntegerOrAutoField(BoundField):
+    """A whole number, or ``auto`` (the engine decides): the spin box's lowest value reads ``auto``."""
+
+    editor: QSpinBox
+
+    def __init__(self, state: ConfigState, path: str, *, maximum: int = 100_000, parent: QWidget | None = None):
+        super().__init__(state, path, parent)
+        self.editor = QSpinBox(self)
+        self.editor.setRange(0, maximum)  # 0 stands for auto: no config field takes 0 here
+        self.editor.setSpecialValueText(AUTO_TEXT)
+        self.editor.valueChanged.connect(self.commit)
+        self._finish()
+
+    def _show(self, value: Any) -> None:
+        self.editor.setValue(0 if value == AUTO_TEXT else int(value))
+
+    def _read(self) -> int | str:
+        return self.editor.value() or AUTO_TEXT
 
 
 def field_form(rows: Sequence[tuple[str, QWidget]], parent: QWidget | None = None) -> QWidget:

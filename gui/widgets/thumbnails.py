@@ -84,7 +84,8 @@ def load_thumbnail(
     if should_abort():
         return None
     try:
-        picture = load_rgb(key[0])
+        # Shorter side >= side: the picture is only ever reduced to fit, and a photo decodes at 1/8 scale.
+        picture = load_rgb(key[0], min_side=side)
     except ImageFileError as error:
         return ThumbnailResult(key, None, error.reason, error.kind)
     fitted = ImageOps.contain(picture, (side, side), Image.Resampling.LANCZOS)

@@ -13,7 +13,7 @@ from engine.core.registry import Registry
 
 SCHEMA_VERSION = 1
 MODES = ("feature_extraction", "fine_tune", "two_stage")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 AUGMENT_PRESETS = ("none", "light", "standard", "strong")
 RANDOM_POLICIES = ("none", "randaugment", "trivialaugment")
 HEADS = ("linear", "mlp")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,7 @@ from engine.core.config.choices import (
     SEARCH_SCALES,
     UNSEARCHABLE,
 )
-from engine.core.config.schema import assign, build, did_you_mean, help_text, plain
+from engine.core.config.schema import assign, build, did_you_mean, help_text, plain, union_options
 from engine.core.config.sections import (
     AugmentConfig,
     DataConfig,
@@ -50,9 +49,11 @@ class RunConfig:
 
     schema_version: int = field(default=SCHEMA_VERSION, metadata=help_text("config format version"))
     seed: int = field(default=0, metadata=help_text("seed for weights of new layers, shuffling and augmentation"))
-    device: str = field(default="auto", metadata=help_text("auto (CUDA when present) | cpu | cuda"))
+    device: str = field(default="auto", metadata=help_text(
+        "auto (CUDA, else Apple MPS, else CPU) | cpu | cuda | mps"))
     amp: bool = field(default=True, metadata=help_text(
-        "mixed precision on CUDA: bf16 where supported, else fp16 with loss scaling; ignored on CPU"))
+        "mixed precision: on CUDA bf16 where supported, else fp16 with loss scaling; fp16 autocast on Apple"
+        " MPS; ignored on CPU"))
     data: DataConfig = field(default_factory=DataConfig, metadata=help_text("the images and their split"))
     model: ModelConfig = field(default_factory=ModelConfig, metadata=help_text("backbone, weights and what trains"))
     optim: OptimConfig = field(default_factory=OptimConfig, metadata=help_text("optimiser and schedule"))
@@ -124,7 +125,10 @@ def _checks(config: RunConfig) -> list[tuple[bool, str, str, Any]]:
          "val_fraction + test_fraction must leave images to train on (< 1)", d.test_fraction),
         (d.input_size is None or 16 <= d.input_size <= 1024, "data.input_size",
          "must be null or between 16 and 1024", d.input_size),
-        (d.num_workers >= 0, "data.num_workers", "must be >= 0", d.num_workers),
+        (d.num_workers == "auto" or (isinstance(d.num_workers, int) and d.num_workers >= 0), "data.num_workers",
+         "must be auto or >= 0", d.num_workers),
+        (d.decoded_cache_limit_gb is None or d.decoded_cache_limit_gb > 0, "data.decoded_cache_limit_gb",
+         "must be null or > 0", d.decoded_cache_limit_gb),
         (bool(m.backbone.strip()), "model.backbone", "must name a timm model", m.backbone),
         (bool(m.weights.strip()), "model.weights", "must be auto, hub, none or a file path", m.weights),
         one_of("model.mode", m.mode, MODES),
@@ -145,7 +149,11 @@ def _checks(config: RunConfig) -> list[tuple[bool, str, str, Any]]:
         (o.reference_batch_size is None or o.reference_batch_size >= 1, "optim.reference_batch_size",
          "must be null or >= 1", o.reference_batch_size),
         (o.weight_decay >= 0, "optim.weight_decay", "must be >= 0", o.weight_decay),
-        (o.batch_size >= 1, "optim.batch_size", "must be >= 1", o.batch_size),
+        (o.batch_size == "auto" or (isinstance(o.batch_size, int) and o.batch_size >= 1), "optim.batch_size",
+         "must be auto or >= 1", o.batch_size),
+        (o.accumulate_steps >= 1, "optim.accumulate_steps", "must be >= 1 (1 = off)", o.accumulate_steps),
+        (o.clip_grad_norm is None or o.clip_grad_norm > 0, "optim.clip_grad_norm", "must be null or > 0",
+         o.clip_grad_norm),
         (o.epochs >= 1, "optim.epochs", "must be >= 1", o.epochs),
         (o.schedule in SCHEDULES, "optim.schedule", SCHEDULES.expectation(), o.schedule),
         (o.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0", o.warmup_epochs),
@@ -296,7 +304,7 @@ def _searchable_problem(path: str) -> str | None:
 def numeric_kind(path: str) -> type | None:
     """``int`` or ``float`` when the field at ``path`` holds a number (possibly null), else None."""
     expected = field_type(path)
-    options = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
+    options = union_options(expected)
     for kind in (float, int):  # float first: a float field that also allows null is still a float
         if kind in options:
             return kind

@@ -15,6 +15,18 @@ from typing import Any
 
 from engine.core.errors import ConfigError
 
+Auto = typing.NewType("Auto", str)
+"""The type of the word ``auto`` in a field that may leave its value to the app (``int | Auto``)."""
+
+AUTO = Auto("auto")
+
+
+def union_options(expected: Any) -> tuple[Any, ...]:
+    """The types a field accepts: the members of a union (``int | None``, ``int | Auto``), else the type itself."""
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        return typing.get_args(expected)
+    return (expected,)
+
 
 def help_text(text: str) -> dict[str, str]:
     """A field's metadata holding its help text (written as a comment above it in YAML, a tooltip in the GUI)."""
@@ -56,7 +68,7 @@ def coerce(value: Any, expected: Any, path: str) -> Any:
     Raises:
         ConfigError: the value does not fit; the message starts with ``path``.
     """
-    options = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
+    options = union_options(expected)
     if value is None:
         if type(None) in options:
             return None
@@ -80,6 +92,8 @@ def coerce(value: Any, expected: Any, path: str) -> Any:
                 continue
             if math.isfinite(number):
                 return number
+        if option is Auto and value == AUTO:
+            return value
         if option is str and isinstance(value, str):
             return value
         if isinstance(option, type) and dataclasses.is_dataclass(option):
@@ -103,8 +117,9 @@ def coerce_tuple(value: Any, expected: Any, path: str, *, described: Any) -> tup
 
 def type_name(expected: Any) -> str:
     """A type in words for messages: ``a number or null``, ``a list of 2 (a number, a number)``."""
-    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text", type(None): "null"}
-    options = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text", Auto: "auto",
+             type(None): "null"}
+    options = union_options(expected)
     described = []
     for option in options:
         if typing.get_origin(option) is tuple:

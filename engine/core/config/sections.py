@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.core.config.choices import DOCTOR_CHECKS, SEARCH_CHOICE_TYPES
-from engine.core.config.schema import help_text
+from engine.core.config.schema import AUTO, Auto, help_text
+
+AUTO_BATCH_FALLBACK = 32
+"""The batch size of ``optim.batch_size: auto`` where no GPU memory probe runs (CPU, MPS)."""
 
 
 @dataclass(frozen=True)
@@ -21,8 +24,14 @@ class DataConfig:
     split_seed: int = field(default=0, metadata=help_text("seed of the stratified split: same seed, same split"))
     input_size: int | None = field(default=None, metadata=help_text(
         "square input side in pixels; null uses the backbone's pretrained size"))
-    num_workers: int = field(default=2, metadata=help_text(
-        "processes that decode images while the model trains (0 decodes in the training process)"))
+    num_workers: int | Auto = field(default=AUTO, metadata=help_text(
+        "processes that decode images while the model trains: auto (from the CPU count and the measured"
+        " decode speed) or a number (0 decodes in the training process)"))
+    decoded_cache: bool = field(default=True, metadata=help_text(
+        "fine_tune: after the first epoch, read images already decoded and resized from the project cache"
+        " instead of the original files (when they fit in data.decoded_cache_limit_gb)"))
+    decoded_cache_limit_gb: float | None = field(default=None, metadata=help_text(
+        "largest size of the decoded-image cache, in GB; null = a tenth of the free disk space"))
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class ModelConfig:
         "fine_tune: keep every BatchNorm on its pretrained statistics (helps with batches under ~16)"))
     head_epochs: int = field(default=3, metadata=help_text(
         "two_stage: epochs that train the head alone, before the backbone unfreezes"))
+    compile: bool = field(default=False, metadata=help_text(
+        "torch.compile the model on CUDA: a slower first epoch, faster steps after it; ignored elsewhere"))
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,13 @@ class OptimConfig:
         "linear scaling rule: when set, the rate is scaled by batch_size / reference_batch_size"))
     weight_decay: float = field(default=0.01, metadata=help_text(
         "AdamW weight decay; never applied to biases and normalisation layers"))
-    batch_size: int = field(default=32, metadata=help_text("images per optimisation step"))
+    batch_size: int | Auto = field(default=32, metadata=help_text(
+        "images per forward pass, or auto (on CUDA: the largest batch that fits in GPU memory; 32 elsewhere)"))
+    accumulate_steps: int = field(default=1, metadata=help_text(
+        "gradient accumulation: batches whose gradients add up before each step; a step then averages"
+        " batch_size x accumulate_steps images (and the rate follows that effective batch)"))
+    clip_grad_norm: float | None = field(default=None, metadata=help_text(
+        "clip the gradients' total norm to this before each step (e.g. 1.0); null = off"))
     epochs: int = field(default=10, metadata=help_text("passes over the training images"))
     schedule: str = field(default="cosine", metadata=help_text(
         "after warmup, any registered schedule, e.g. cosine, constant, step, linear, inverse_sqrt,"
@@ -92,6 +109,14 @@ class OptimConfig:
         "val_top1 | val_loss: which validation metric picks the best checkpoint and drives early stopping"))
     early_stopping_patience: int = field(default=0, metadata=help_text(
         "stop after this many epochs without a better monitored metric (0 = never stop early)"))
+
+    def fixed_batch_size(self) -> int:
+        """``batch_size`` as a number: ``AUTO_BATCH_FALLBACK`` where it is ``auto`` and no device has resolved it.
+
+        A CUDA run replaces ``auto`` with the largest batch that fits before it builds anything
+        (``engine.training.batch_probe``); everything else trains at the fallback.
+        """
+        return self.batch_size if isinstance(self.batch_size, int) else AUTO_BATCH_FALLBACK
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 from torch import nn
 
+from engine.core.errors import CheckpointError
 from engine.core.events import CheckpointSaved
-from engine.models.checkpoint import save_checkpoint
+from engine.models.checkpoint import read_checkpoint_metadata, save_checkpoint
 from engine.training.callback import EPOCH_METRICS, Callback, LoopState
 from engine.training.callbacks.metrics import is_finite_number
 from engine.training.runfolder import RunFolder
@@ -16,6 +18,11 @@ from engine.training.runfolder import RunFolder
 
 class CheckpointSaver(Callback):
     """Saves ``last`` after every epoch and on a clean stop, and ``best`` when the monitored metric improves.
+
+    An epoch that equals the best accuracy improves on it when its validation loss is lower
+    (on a few hundred validation images top-1 often ties, and the lower loss is the surer
+    model). The tie-breaker of the best epoch before a resume is read from the ``best``
+    checkpoint's metrics.
 
     Args:
         run_folder: where checkpoints go.
@@ -44,13 +51,18 @@ class CheckpointSaver(Callback):
         self.monitor = monitor
         self.best_value = best_value  # a score: higher is better
         self.best_epoch = best_epoch
+        # Breaks a tie in best_value (higher is better): minus the best epoch's validation loss.
+        self.best_tie_breaker = self._resumed_tie_breaker() if best_value is not None else -math.inf
 
     def after_epoch(self, state: LoopState) -> None:
         row = state.scratch.get(EPOCH_METRICS, {})
         self._save("last", state, completed_epoch=state.epoch, metrics=row)
         value = self._score(row)
-        if value is not None and (self.best_value is None or value > self.best_value):
-            self.best_value, self.best_epoch = value, state.epoch
+        if value is None:
+            return
+        tie_breaker = self._tie_breaker(row)
+        if self.best_value is None or (value, tie_breaker) > (self.best_value, self.best_tie_breaker):
+            self.best_value, self.best_tie_breaker, self.best_epoch = value, tie_breaker, state.epoch
             self._save("best", state, completed_epoch=state.epoch, metrics=row)
 
     def after_cancel_fit(self, state: LoopState) -> None:
@@ -64,6 +76,24 @@ class CheckpointSaver(Callback):
         if row.get("val_loss") is not None:
             return -float(row["val_loss"])
         return None
+
+    def _tie_breaker(self, row: dict[str, Any]) -> float:
+        """Higher is better, between epochs of equal score: minus the validation loss when the score is an
+        accuracy (an epoch without a finite loss ranks below every epoch with one)."""
+        if self.monitor == "val_loss" or row.get(self.monitor) is None or not is_finite_number(row.get("val_loss")):
+            return -math.inf
+        return -float(row["val_loss"])
+
+    def _resumed_tie_breaker(self) -> float:
+        """The tie-breaker of the best epoch before a resume, from the ``best`` checkpoint's metrics."""
+        path = self.run_folder.checkpoint_path("best")
+        if not path.is_file():
+            return -math.inf
+        try:
+            metrics = read_checkpoint_metadata(path).get("metrics") or {}
+        except CheckpointError:
+            return -math.inf  # a damaged best: the next tie replaces it
+        return self._tie_breaker(metrics)
 
     def _save(
         self, name: str, state: LoopState, *, completed_epoch: int, metrics: dict, stopped: str | None = None

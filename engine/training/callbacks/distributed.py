@@ -50,12 +50,13 @@ class DistributedTraining(Callback):
         if not state.training or state.loss is None or state.targets is None:
             return
         count = float(len(state.targets))
-        local = torch.stack([state.loss.detach().double() * count, state.loss.new_tensor(count, dtype=torch.float64)])
+        loss = state.loss.detach().double()
+        # full_like, not new_tensor: a copy from host memory would wait for the device's queue.
+        local = torch.stack([loss * count, torch.full_like(loss, count)])
         totals = self.distributed.all_reduce_sum(local)
-        mean = (totals[0] / totals[1]).to(state.loss.dtype)
-        # The value becomes exactly the mean (x - x is 0) while the gradient stays this rank's
-        # own loss's: DDP averages the gradients.
-        state.loss = mean + (state.loss - state.loss.detach())
+        # The loop has already taken this rank's gradients (DDP averages them); what callbacks
+        # see from here on is the loss of the whole step.
+        state.loss = (totals[0] / totals[1]).to(state.loss.dtype)
 
     def after_fit(self, state: LoopState) -> None:
         state.model = self.module  # the wrapper must be gone before the group is (see distributed_session)

@@ -25,11 +25,13 @@ class ProgressBar(Callback):
             unit="batch", file=self.stream, leave=False,
         )
 
-    def after_step(self, state: LoopState) -> None:
-        assert state.loss is not None
-        if self._bar is not None:
+    def after_batch(self, state: LoopState) -> None:
+        if self._bar is not None and state.training:
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{float(state.loss.detach()):.4f}")
+
+    def after_sync(self, state: LoopState) -> None:
+        if self._bar is not None and state.losses:
+            self._bar.set_postfix(loss=f"{state.losses[-1].loss:.4f}")
 
     def after_train(self, state: LoopState) -> None:
         if self._bar is not None:

@@ -11,8 +11,8 @@ class LRSchedule(Callback):
     """Steps a timm scheduler once per optimizer update (``t_in_epochs=False``).
 
     The schedule's clock counts updates since ``first_epoch`` (a ``two_stage`` run's
-    second stage has a schedule of its own), derived from epoch and batch index so that
-    a resumed run lands on exactly the rate it left.
+    second stage has a schedule of its own), derived from the epoch and the updates within
+    it so that a resumed run lands on exactly the rate it left.
     """
 
     order = -50
@@ -22,8 +22,7 @@ class LRSchedule(Callback):
         self.first_epoch = first_epoch
 
     def before_fit(self, state: LoopState) -> None:
-        self.scheduler.step_update((state.start_epoch - self.first_epoch) * state.batches_per_epoch)
+        self.scheduler.step_update((state.start_epoch - self.first_epoch) * state.steps_per_epoch)
 
     def after_step(self, state: LoopState) -> None:
-        updates = (state.epoch - self.first_epoch) * state.batches_per_epoch + state.batch_index + 1
-        self.scheduler.step_update(updates)
+        self.scheduler.step_update((state.epoch - self.first_epoch) * state.steps_per_epoch + state.epoch_step)

@@ -23,9 +23,9 @@ class StopWatcher(Callback):
     Signals are caught only inside ``installed()``, which the run wraps around all of
     its work, so a stop during feature extraction is as clean as one during an epoch.
 
-    In a distributed run the ranks agree before each training batch and at the end of
+    In a distributed run the ranks agree at the loop's sync points and at the end of
     each epoch (any rank's signal, rank 0's ``STOP`` file), so that all of them stop at
-    the same batch. Rank 0, validating alone, cuts validation short; the stop then
+    the same step. Rank 0, validating alone, cuts validation short; the stop then
     follows at the epoch's end, as it would have in one process. Workers whose torchrun
     launcher was killed outright (SIGKILL, which it cannot pass on) stop the same way.
 
@@ -67,10 +67,14 @@ class StopWatcher(Callback):
     def before_batch(self, state: LoopState) -> None:
         if not self.distributed.enabled:
             self.check()
-        elif state.training:
-            self._agree()
-        elif self._stop_code():
+        elif not state.training and self._stop_code():
             raise CancelEpoch  # rank 0 validating alone: the others wait for the epoch's end
+
+    def after_sync(self, state: LoopState) -> None:
+        # Agreeing is a collective whose answer the host must read: done where the loop reads
+        # the losses anyway, which every rank reaches at the same step.
+        if self.distributed.enabled:
+            self._agree()
 
     def after_epoch(self, state: LoopState) -> None:
         if self.distributed.enabled:

@@ -95,9 +95,15 @@ class DoctorCheck(Callback):
         self.context.report(DiagnosisRaised.event, epoch=_epoch_of(state), step=state.step, **diagnosis.to_dict())
         return True
 
-    def record(self, state: LoopState, event: str, **measurements: Any) -> None:
-        """Write a measurement event (``*_measured``) for the GUI to plot."""
-        self.context.report(event, epoch=_epoch_of(state), step=state.step, **json_safe(measurements))
+    def record(
+        self, state: LoopState, event: str, *, at: tuple[int, int] | None = None, **measurements: Any
+    ) -> None:
+        """Write a measurement event (``*_measured``) for the GUI to plot.
+
+        ``at`` is the ``(epoch, step)`` measured, when it was read back at a later sync point.
+        """
+        epoch, step = at if at is not None else (_epoch_of(state), state.step)
+        self.context.report(event, epoch=epoch or None, step=step, **json_safe(measurements))
 
 
 def _epoch_of(state: LoopState) -> int | None:

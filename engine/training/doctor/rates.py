@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
 
+@dataclass(frozen=True)
+class StepRates:
+    """The rates one step used, per group, and whether the schedule was rising then."""
+
+    rates: dict[str, float]
+    rising: bool
+
+
 class RateWatch:
     """Per parameter group: the learning rate of the step being taken, whether the schedule is rising, and its peak.
 
-    Call ``observe`` in ``before_step``: the rates are then the ones that step uses.
+    Call ``observe`` in ``before_step``: the rates are then the ones that step uses. Checks
+    that judge a step only when its loss is read back (``Callback.after_sync``) pass the
+    step's number and look its rates up with ``at``.
     """
 
     # A group counts as near its peak at or above this share of it.
@@ -23,9 +34,10 @@ class RateWatch:
         self.current: dict[str, float] = {}
         self.previous: dict[str, float] = {}
         self.peak: dict[str, float] = {}
+        self._steps: dict[int, StepRates] = {}
 
-    def observe(self, optimizer: torch.optim.Optimizer) -> None:
-        """Record the rate each group uses for the coming step."""
+    def observe(self, optimizer: torch.optim.Optimizer, step: int | None = None) -> None:
+        """Record the rate each group uses for the coming step; keep them for ``at(step)`` when ``step`` is given."""
         self.previous, self.current = self.current, {}
         for index, group in enumerate(optimizer.param_groups):
             if not group["params"]:
@@ -36,6 +48,14 @@ class RateWatch:
             planned = float(group.get("initial_lr", 0.0)) * float(group.get("lr_scale", 1.0))
             self.current[name] = rate
             self.peak[name] = max(self.peak.get(name, 0.0), planned, rate)
+        if step is not None:
+            self._steps[step] = StepRates(dict(self.current), self.rising())
+
+    def at(self, step: int) -> StepRates:
+        """The rates step ``step`` used (observed with that number), forgetting it and every step before it."""
+        found = self._steps.get(step, StepRates(dict(self.current), self.rising()))
+        self._steps = {number: rates for number, rates in self._steps.items() if number > step}
+        return found
 
     def rising(self, name: str | None = None) -> bool:
         """Whether the rate went up since the last step (warmup), for one group or any."""

@@ -156,7 +156,7 @@ def scaled_learning_rate(optim_config: OptimConfig) -> float:
     """
     if optim_config.reference_batch_size is None:
         return optim_config.learning_rate
-    return optim_config.learning_rate * optim_config.batch_size / optim_config.reference_batch_size
+    return optim_config.learning_rate * optim_config.fixed_batch_size() / optim_config.reference_batch_size
 
 
 def step_counts(optim_config: OptimConfig, batches_per_epoch: int) -> tuple[int, int]:

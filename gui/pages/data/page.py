@@ -21,6 +21,7 @@ from engine.data.exclusions import apply_exclusions, load_exclusions, save_exclu
 from engine.data.health import FileRecord, HealthReport
 from gui.pages.base import Page
 from gui.pages.data.class_table import ClassTable
+from gui.pages.data.decoded_cache_panel import DecodedCachePanel
 from gui.pages.data.health_view import HealthView
 from gui.pages.data.split_settings import SplitSettings
 from gui.pages.data.thumbnail_grid import ThumbnailGrid
@@ -73,6 +74,7 @@ class DataPage(Page):
         self.thumbnail_grid.exclusion_requested.connect(self._on_exclusion_requested)
         self.thumbnail_grid.reveal_requested.connect(self.reveal)
         self.split_settings = SplitSettings(self.state, self)
+        self.cache_panel = DecodedCachePanel(self)
         self.balance_label = QLabel(self)
         self.balance_label.setWordWrap(True)
         self.images_title = _heading("Images")
@@ -84,7 +86,7 @@ class DataPage(Page):
         self.notice_label.hide()
 
         classes = _pane(_heading("Classes"), self.balance_label, (self.class_table, 1),
-                        _SECTION_GAP, _heading("Training split"), self.split_settings)
+                        _SECTION_GAP, _heading("Training split"), self.split_settings, self.cache_panel)
         images = _pane(self.images_title, self.images_label, (self.thumbnail_grid, 1))
         report = _pane(_heading("Health report"), self.health_view.summary_label, (self.health_view, 1))
         self.right_splitter = QSplitter(Qt.Orientation.Vertical, self)
@@ -160,6 +162,7 @@ class DataPage(Page):
                           for path in problem.paths}
         self._excluded = self._read_exclusions(report)
         self.health_view.set_report(report, self._excluded)
+        self.cache_panel.set_dataset(report.root)
         self._show_counts()
         if not self.showing_report:
             self._stack.show_content()

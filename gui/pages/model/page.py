@@ -1,4 +1,4 @@
-"""The "Model" page: backbone, training mode, what trains, the head, the optimiser and the LR finder.
+"""The "Model" page: backbone, training mode, what trains, the head, the optimiser, the device and the LR finder.
 
 Every control edits ``ConfigState`` through ``gui.widgets.fields``; the page only decides which
 controls apply (fine-tuning settings in fine-tuning modes, a schedule's own parameters
@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.core.config import ACTIVATIONS, CLASS_BALANCE, MODES, MONITORS, SCHEDULES, RunConfig
+from engine.core.config import ACTIVATIONS, CLASS_BALANCE, DEVICES, MODES, MONITORS, SCHEDULES, RunConfig
 from engine.data.health import HealthReport
 from engine.training.recommended import explain_recipe, images_per_class, recommended_recipe
 from gui.pages.base import Page
@@ -43,6 +43,7 @@ from gui.widgets.fields import (
     ChoiceField,
     FractionField,
     IntegerField,
+    IntegerOrAutoField,
     NumberField,
     OptionalIntegerField,
     field_form,
@@ -61,6 +62,9 @@ MODE_EXPLANATIONS = {
 }
 SCHEDULE_LABELS = ("Cosine decay", "Constant", "Step", "Linear decay", "Inverse square root",
                    "Cosine with restarts")
+DEVICE_LABELS = ("Automatic: NVIDIA GPU, else Apple GPU, else CPU", "CPU", "NVIDIA GPU (CUDA)", "Apple GPU (MPS)")
+DEVICE_NOTE = ("The Train page shows the device a run uses, and why. A device that this computer lacks stops the"
+               " run at its start with a message that lists the devices it has.")
 _HEAD_ROW = "new classifier head"
 
 
@@ -197,6 +201,7 @@ class ModelPage(Page):
         self.training_form = self._training_form()
         self.fine_tuning_form = self._fine_tuning_form()
         self.head_form = self._head_form()
+        self.device_form = self._device_form()
         self.tabs.addTab(_scrolling(self.training_form), "Training")
         self.fine_tuning_note = QLabel(
             "These settings apply when fine-tuning: choose the mode Fine-tuning, or Feature extraction, then"
@@ -209,6 +214,7 @@ class ModelPage(Page):
         what_trains_layout.addWidget(self.stage_view, 1)
         self.tabs.addTab(what_trains, "What trains")
         self.tabs.addTab(_scrolling(self.head_form), "Head")
+        self.tabs.addTab(_scrolling(self.device_form), "Device")
         self.tabs.addTab(self.lr_finder, "Find learning rate")
 
         self.setLayout(self._layout())
@@ -275,10 +281,17 @@ class ModelPage(Page):
         self.step_fields = (NumberField(state, "optim.step_epochs"), NumberField(state, "optim.step_factor"))
         self.restart_field = NumberField(state, "optim.restart_epochs")
         self.learning_rate_field = NumberField(state, "optim.learning_rate")
+        accumulate = IntegerField(state, "optim.accumulate_steps", minimum=1, maximum=1024)
+        accumulate.editor.setSpecialValueText("off")
+        accumulate.editor.setSuffix(" batches")
+        clip = NumberField(state, "optim.clip_grad_norm", optional=True)
+        clip.editor.setPlaceholderText("off")
         self.schedule_field = ChoiceField(state, "optim.schedule", SCHEDULES, labels=SCHEDULE_LABELS)
         return _compact(field_form([
             ("Learning rate", self.learning_rate_field),
-            ("Batch size", IntegerField(state, "optim.batch_size", minimum=1, maximum=4096)),
+            ("Batch size", IntegerOrAutoField(state, "optim.batch_size", maximum=4096)),
+            ("Accumulate gradients", accumulate),
+            ("Clip gradient norm", clip),
             ("Epochs", IntegerField(state, "optim.epochs", minimum=1, maximum=10_000)),
             ("Schedule", self.schedule_field),
             ("Drop every (epochs)", self.step_fields[0]),
@@ -334,6 +347,19 @@ class ModelPage(Page):
             ("Normalisation", self.mlp_fields[2]),
             ("Dropout", FractionField(state, "model.head_dropout", maximum=0.95)),
         ], self))
+
+    def _device_form(self) -> QWidget:
+        state = self.state
+        note = QLabel(DEVICE_NOTE, self)
+        note.setWordWrap(True)
+        note.setStyleSheet("color: palette(placeholder-text);")
+        form = field_form([
+            ("Device", ChoiceField(state, "device", DEVICES, labels=DEVICE_LABELS)),
+            ("Mixed precision", CheckField(state, "amp", "bf16 or fp16 where the GPU supports it")),
+            ("Compile", CheckField(state, "model.compile", "torch.compile the model (CUDA)")),
+        ], self)
+        form_layout(form).addRow(note)
+        return _compact(form)
 
     # Slots ---------------------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 A diagnosis (a ``diagnosis_raised`` event) shows as a card: severity icon and colour,
 title, the plain-language message, the evidence behind it, and, when the doctor knows a
 config change that fixes it, a button that applies the change to the config being
-edited, so that the next run uses it.
+edited, so that the next run uses it. A ``batch_size_changed`` event (the run ran out of
+memory and now splits each batch) shows as such a card too: the fix starts the next run at
+the size that fits.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from PySide6.QtWidgets import (
 
 from engine.core.config import RunConfig
 from engine.core.errors import ConfigError
+from engine.core.events import BatchSizeChanged
+from gui.pages.train.run_log import describe_batch_change
 from gui.services.config_state import ConfigState
 from gui.style import ok_color, severity_color
 
@@ -41,6 +45,7 @@ IDLE_TEXT = "The training doctor watches each run and explains here what goes wr
 HEALTHY_TEXT = "No problems so far."
 HEALTHY_END_TEXT = "No problems found in this run."
 DISABLED_TEXT = "The doctor is off for this run (doctor.enabled)."
+BATCH_SPLIT_TITLE = "Batches split to fit in memory"
 
 
 class DiagnosisCard(QFrame):
@@ -162,12 +167,13 @@ class DoctorPanel(QWidget):
         layout.addWidget(scroll, 1)
         self._phase = "idle"  # idle (no run yet), running, ended
         self._doctor = state.config.doctor  # the settings of the run on screen, or of the next one
+        self._accumulate_steps = state.config.optim.accumulate_steps  # likewise
         state.changed.connect(self._on_state_changed)
         self._update_summary()
 
     @property
     def diagnoses(self) -> list[dict[str, Any]]:
-        """The ``diagnosis_raised`` events shown, in order."""
+        """The ``diagnosis_raised`` events shown, in order (a batch split as one, with check ``batch_size_changed``)."""
         return [card.diagnosis for card in self.cards]
 
     def reset(self) -> None:
@@ -176,6 +182,7 @@ class DoctorPanel(QWidget):
             card.deleteLater()
         self.cards.clear()
         self._phase, self._doctor = "running", self.state.config.doctor
+        self._accumulate_steps = self.state.config.optim.accumulate_steps
         self._update_summary()
 
     def mark_run_ended(self) -> None:
@@ -192,6 +199,21 @@ class DoctorPanel(QWidget):
         self._update_summary()
         self._scroll.ensureWidgetVisible(card)
         return card
+
+    def add_batch_change(self, event: dict[str, Any]) -> DiagnosisCard:
+        """Show a ``batch_size_changed`` event as a warning card whose fix avoids the split next time."""
+        micro, batch = event.get("micro_batch_size"), event.get("batch_size")
+        fix: dict[str, Any] = {}
+        if isinstance(micro, int) and isinstance(batch, int) and 0 < micro < batch and batch % micro == 0:
+            # The same images per step, loaded in batches that fit: no split, no failed first try.
+            fix = {"optim.batch_size": micro, "optim.accumulate_steps": self._accumulate_steps * (batch // micro)}
+        evidence = {key: event[key] for key in ("previous_micro_batch_size", "micro_batch_size", "effective_batch_size")
+                    if event.get(key) is not None}
+        return self.add_diagnosis({
+            "event": event.get("event", BatchSizeChanged.event), "check": BatchSizeChanged.event,
+            "severity": "warning", "title": BATCH_SPLIT_TITLE, "message": describe_batch_change(event),
+            "evidence": evidence, "fix": fix,
+        })
 
     def _update_summary(self) -> None:
         if self.cards:

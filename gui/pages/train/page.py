@@ -1,9 +1,9 @@
 """The "Train" page: start and stop a training run, and follow it live.
 
 A run is ``main.py train`` in a child process (through ``RunController``); the page
-shows its progress and ETA, live curves, the doctor's diagnoses with their fixes, and a
-log, all read from the run folder's events. The command that reproduces the run can be
-copied for a terminal.
+shows its progress and ETA, the device it trains on and why, live curves, the doctor's
+diagnoses with their fixes, and a log, all read from the run folder's events. The
+command that reproduces the run can be copied for a terminal.
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.core.config import RunConfig, save_config
-from engine.core.events import DiagnosisRaised, RunStarted
+from engine.core.config import OptimConfig, RunConfig, save_config
+from engine.core.events import BatchSizeChanged, DiagnosisRaised, RunStarted, StageStarted
 from engine.core.paths import project_dir_for
 from engine.training.runfolder import RunFolder, new_run_dir
 from gui.pages.base import Page, PageContext
 from gui.pages.train.curves import TrainingCurves
 from gui.pages.train.doctor_panel import DoctorPanel
-from gui.pages.train.run_log import RunLog, RunProgress, describe_event
+from gui.pages.train.run_log import RunLog, RunProgress, describe_device, describe_event
 from gui.services.config_state import ConfigState
 from gui.services.run_controller import TERMINAL_EVENTS, RunController
 from gui.style import ok_color, severity_color
@@ -82,6 +82,8 @@ class TrainPage(Page):
         self._stop_requested = False
         self._progress = RunProgress()
         self._final_event: dict[str, Any] | None = None  # run_finished, run_cancelled or run_failed
+        self._started_event: dict[str, Any] = {}  # the latest run_started or stage_started
+        self._micro_batch_size: int | None = None  # images per forward pass after a batch split
 
         style = self.style()
         self.start_button = QPushButton(style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay), "Start training", self)
@@ -102,6 +104,11 @@ class TrainPage(Page):
         self.progress_bar.setFixedWidth(260)
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
+        self.device_label = QLabel(self)
+        self.device_label.setWordWrap(True)
+        self.device_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.device_label.setStyleSheet("color: palette(placeholder-text);")
+        self.device_label.hide()
 
         self.curves = TrainingCurves(self)
         self.doctor_panel = DoctorPanel(state, self)
@@ -134,6 +141,7 @@ class TrainPage(Page):
         layout.addLayout(buttons)
         layout.addWidget(self.outcome_label)
         layout.addLayout(progress)
+        layout.addWidget(self.device_label)
         layout.addWidget(self.splitter, 1)
 
         state.changed.connect(self._on_state_changed)
@@ -247,12 +255,20 @@ class TrainPage(Page):
             return
         self.curves.add_event(event)
         self.log_view.add_event(event)
-        if event.get("event") in TERMINAL_EVENTS:
+        kind = event.get("event")
+        if kind in TERMINAL_EVENTS:
             self._final_event = event
-        if event.get("event") == DiagnosisRaised.event:
+        if kind == DiagnosisRaised.event:
             self.doctor_panel.add_diagnosis(event)
-        elif event.get("event") == RunStarted.event:
-            self._show_command(self.command_text)
+        elif kind == BatchSizeChanged.event:
+            self.doctor_panel.add_batch_change(event)
+            self._micro_batch_size = event.get("micro_batch_size")
+            self._show_device()
+        elif kind in (RunStarted.event, StageStarted.event):
+            self._started_event, self._micro_batch_size = event, None
+            self._show_device()
+            if kind == RunStarted.event:
+                self._show_command(self.command_text)
         self._progress.add_event(event)
         self._show_progress()
 
@@ -294,7 +310,9 @@ class TrainPage(Page):
         self.log_view.clear()
         self.log_view.add_line(f"Starting a run in {self._run_dir}")
         self.outcome_label.hide()
+        self.device_label.hide()
         self._final_event = None
+        self._started_event, self._micro_batch_size = {}, None
         self._progress = RunProgress()
         self._show_progress()
         self._show_command(self.command_text)
@@ -305,6 +323,11 @@ class TrainPage(Page):
         self.progress_bar.setValue(min(progress.done, progress.total))
         self.status_label.setText(progress.text)
         self.status_label.setToolTip(progress.text)
+
+    def _show_device(self) -> None:
+        text = describe_device(self._started_event, micro_batch_size=self._micro_batch_size)
+        self.device_label.setText(text)
+        self.device_label.show()
 
     def _show_outcome(self, outcome: str, message: str) -> None:
         final = self._final_event
@@ -359,8 +382,18 @@ def _ready_text(config: RunConfig) -> str:
     """What Start will train, in one line."""
     mode = config.model.mode.replace("_", " ")
     return (f"Ready to train {config.model.backbone} ({mode}) on {Path(config.data.path).name}: "
-            f"{config.optim.epochs} epochs, batch size {config.optim.batch_size}, "
+            f"{config.optim.epochs} epochs, {_batch_text(config.optim)}, "
             f"learning rate {config.optim.learning_rate:g}.")
+
+
+def _batch_text(optim: OptimConfig) -> str:
+    """E.g. ``batch size 32``, ``batch size auto`` or ``batch size 32 x 4 accumulated``."""
+    text = f"batch size {optim.batch_size}"
+    if optim.batch_size == "auto":
+        text += f" (the most that fits on a CUDA GPU, else {optim.fixed_batch_size()})"
+    if optim.accumulate_steps > 1:
+        text += f" \N{MULTIPLICATION SIGN} {optim.accumulate_steps} accumulated"
+    return text
 
 
 def _titled(title: str, body: QWidget) -> QWidget:

@@ -1,8 +1,9 @@
 """Run events in words: a sentence per important event, the progress line with its ETA, and the log view.
 
 ``describe_event`` turns an event into one sentence (or None for events that only feed
-the curves); ``RunProgress`` follows the events to a status line and an ETA; ``RunLog``
-shows the sentences, coloured by how much they matter, between the child's own log lines.
+the curves); ``describe_device`` says where a run trains and why; ``RunProgress`` follows
+the events to a status line and an ETA; ``RunLog`` shows the sentences, coloured by how
+much they matter, between the child's own log lines.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from PySide6.QtWidgets import QPlainTextEdit, QWidget
 
 from engine.core.events import (
     BatchFinished,
+    BatchSizeChanged,
     CheckpointSaved,
     DatasetScanned,
     DiagnosisRaised,
@@ -62,6 +64,8 @@ def describe_event(event: dict[str, Any]) -> tuple[str, str] | None:
         return (f"{what} on {event.get('device')}: {event.get('backbone')}, {event.get('stage')}, "
                 f"{event.get('trainable_parameters', 0):,} trainable parameters, "
                 f"{event.get('batches_per_epoch')} batches per epoch{resumed}"), "info"
+    if kind == BatchSizeChanged.event:
+        return describe_batch_change(event), "warning"
     if kind == EpochFinished.event:
         return _epoch_text(event.get("metrics") or {}, event.get("epoch")), "info"
     if kind == CheckpointSaved.event:
@@ -88,6 +92,37 @@ def describe_event(event: dict[str, Any]) -> tuple[str, str] | None:
     if kind == RunFailed.event:
         return f"Run failed: {event.get('error_type')}: {event.get('message')}", "error"
     return None
+
+
+def describe_device(event: dict[str, Any], *, micro_batch_size: int | None = None) -> str:
+    """Where a run trains, why, and how many images go through the model at once.
+
+    Args:
+        event: a ``run_started`` or ``stage_started`` event (``device``, ``device_reason``,
+            ``batch_size``, ``accumulate_steps``; runs of older versions lack the last three).
+        micro_batch_size: images per forward pass since a ``batch_size_changed``, if any.
+    """
+    text = f"Device: {event.get('device') or 'unknown'}"
+    if event.get("device_reason"):
+        text += f" — {event['device_reason']}"
+    batch, accumulate = event.get("batch_size"), event.get("accumulate_steps")
+    if isinstance(batch, int):
+        text += f". Batches of {batch} images"
+        if isinstance(accumulate, int) and accumulate > 1:
+            text += f", {accumulate} per optimizer step ({batch * accumulate} images)"
+        if micro_batch_size is not None and micro_batch_size < batch:
+            text += f", through the model {micro_batch_size} at a time to fit in memory"
+    return text
+
+
+def describe_batch_change(event: dict[str, Any]) -> str:
+    """A ``batch_size_changed`` event in words: the run's own message, or one made from the numbers."""
+    if event.get("message"):
+        return str(event["message"])
+    return (f"{event.get('reason') or 'Out of memory'}: each batch of {event.get('batch_size')} images now goes"
+            f" through the model {event.get('micro_batch_size')} at a time (was"
+            f" {event.get('previous_micro_batch_size')}); a step still averages"
+            f" {event.get('effective_batch_size')} images, so only speed and memory change")
 
 
 class RunProgress:

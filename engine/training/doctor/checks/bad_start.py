@@ -8,7 +8,7 @@ from typing import Any
 
 from engine.training.callback import LoopState
 from engine.training.doctor.check import DoctorCheck
-from engine.training.doctor.rates import RateWatch, format_rate
+from engine.training.doctor.rates import RateWatch, StepRates, format_rate
 from engine.training.doctor.registry import register_check
 
 
@@ -48,12 +48,14 @@ class BadStart(DoctorCheck):
 
     def before_step(self, state: LoopState) -> None:
         if self._active:
-            self._rates.observe(state.optimizer)
+            self._rates.observe(state.optimizer, state.step + 1)
 
-    def after_step(self, state: LoopState) -> None:
-        if not self._active or state.loss is None:
-            return
-        loss = float(state.loss.detach())
+    def after_sync(self, state: LoopState) -> None:
+        for reading in state.losses:
+            if self._active:
+                self._judge(state, reading.loss, self._rates.at(reading.step))
+
+    def _judge(self, state: LoopState, loss: float, rates: StepRates) -> None:
         if not math.isfinite(loss):
             self._active = False
             return
@@ -67,8 +69,8 @@ class BadStart(DoctorCheck):
             if level < (1 - self.START_DROP) * start:
                 self._plateau = count
                 self._active = count >= self.MIN_PLATEAU
-                self._warming_up_at_fall = self._rates.rising()
-                self._rate_at_fall = max(self._rates.current.values(), default=0.0)
+                self._warming_up_at_fall = rates.rising
+                self._rate_at_fall = max(rates.rates.values(), default=0.0)
             return
         if count < self._plateau + max(self.SMOOTHING, self._plateau // 2):
             return

@@ -16,11 +16,13 @@ from engine.training.doctor.registry import register_check
 class Divergence(DoctorCheck):
     """Stops the run when the loss is not finite or has grown ``divergence_factor`` times its start.
 
-    The start is the first batch's loss, but never less than ln C: a run that starts below
+    The start is the first step's loss, but never less than ln C: a run that starts below
     chance (resumed, or a second stage) must not be stopped for noise around a small value.
-    The current loss is the median of the last three batches, so one bad batch of a healthy
-    run cannot trip it, while a real divergence stops within two batches of crossing the
-    limit. It raises the diagnosis, then ``CancelFit("diverged")``; the run saves ``last``.
+    The current loss is the median of the last three steps, so one bad batch of a healthy
+    run cannot trip it. Losses are judged where the loop reads them back from the device
+    (every ``Loop.sync_every`` steps), so a real divergence stops at the first sync point
+    after crossing the limit. It raises the diagnosis, then ``CancelFit("diverged")``; the
+    run saves ``last``.
     """
 
     name = "divergence"
@@ -37,10 +39,11 @@ class Divergence(DoctorCheck):
         self._baseline: float | None = None
         self._recent: deque[float] = deque(maxlen=self.SMOOTHING_BATCHES)
 
-    def after_loss(self, state: LoopState) -> None:
-        if not state.training or state.loss is None:
-            return
-        loss = float(state.loss.detach())
+    def after_sync(self, state: LoopState) -> None:
+        for reading in state.losses:
+            self._judge(state, reading.loss)
+
+    def _judge(self, state: LoopState, loss: float) -> None:
         chance = math.log(max(self.context.num_classes, 2))
         if self._baseline is None:
             self._baseline = max(loss, chance) if math.isfinite(loss) else chance

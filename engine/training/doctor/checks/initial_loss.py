@@ -51,16 +51,21 @@ class InitialLoss(DoctorCheck):
     def before_fit(self, state: LoopState) -> None:
         # A resumed run or a second stage starts from trained weights: its first loss says nothing of the set-up.
         self._pending = state.step == 0
+        self._width: int | None = None
 
     def after_loss(self, state: LoopState) -> None:
-        if not self._pending or not state.training or state.loss is None:
+        if self._pending and state.training and state.step == 0 and self._width is None:
+            outputs = state.outputs  # its shape is known on the host; its values wait for the sync
+            self._width = int(outputs.shape[-1]) if outputs is not None and outputs.dim() >= 2 else None
+
+    def after_sync(self, state: LoopState) -> None:
+        if not self._pending or not state.losses or state.losses[0].step != 1:
             return
         self._pending = False
         classes = self.context.num_classes
         expected = math.log(classes) if classes >= 2 else 0.0
-        loss = float(state.loss.detach())
-        outputs = state.outputs
-        width = int(outputs.shape[-1]) if outputs is not None and outputs.dim() >= 2 else None
+        loss = state.losses[0].loss
+        width = self._width
         self.record(state, InitialLossMeasured.event, loss=loss, expected=expected, num_classes=classes,
                     output_classes=width)
         if classes < 2 or not math.isfinite(loss):

@@ -48,7 +48,7 @@ class LearningRateCollapsed(DoctorCheck):
     MIN_STEPS = 10
 
     def before_fit(self, state: LoopState) -> None:
-        per_epoch = state.batches_per_epoch
+        per_epoch = state.steps_per_epoch
         self._total = state.num_epochs * per_epoch
         self._last_step = state.step + (state.num_epochs - state.start_epoch + 1) * per_epoch
         self._window = max(per_epoch, math.ceil(self.WINDOW_SHARE * self._total), self.MIN_STEPS)
@@ -58,22 +58,26 @@ class LearningRateCollapsed(DoctorCheck):
         self._losses: list[float] = []  # and since
 
     def before_step(self, state: LoopState) -> None:
-        self._rates.observe(state.optimizer)
+        self._rates.observe(state.optimizer, state.step + 1)
 
-    def after_step(self, state: LoopState) -> None:
-        if self.diagnoses or not self._rates.peak or state.loss is None:  # raised once per run, whatever the stage
-            return
+    def after_sync(self, state: LoopState) -> None:
+        for reading in state.losses:
+            rates = self._rates.at(reading.step)
+            # Raised once per run, whatever the stage.
+            if not self.diagnoses and self._rates.peak:
+                self._judge(state, reading.loss, reading.step, rates.rates)
+
+    def _judge(self, state: LoopState, loss: float, step: int, rates: dict[str, float]) -> None:
         fastest = max(self._rates.peak, key=self._rates.peak.__getitem__)
-        rate, peak = self._rates.current.get(fastest, 0.0), self._rates.peak[fastest]
-        loss = float(state.loss.detach())
+        rate, peak = rates.get(fastest, 0.0), self._rates.peak[fastest]
         if peak <= 0 or rate >= self.COLLAPSED_SHARE * peak:
             self._collapsed_since, self._losses = None, []
             self._before.append(loss)
             return
         if self._collapsed_since is None:
-            self._collapsed_since = state.step
+            self._collapsed_since = step
         self._losses.append(loss)
-        remaining = self._last_step - state.step
+        remaining = self._last_step - step
         if len(self._losses) >= self._window and remaining >= self.MIN_REMAINING_SHARE * self._total:
             self._raise(state, rate, peak, remaining)
 

@@ -43,7 +43,7 @@ class LearningRateTooLow(DoctorCheck):
     STILL_RELATIVE_CHANGE = 0.01
 
     def before_fit(self, state: LoopState) -> None:
-        planned = (state.num_epochs - state.start_epoch + 1) * state.batches_per_epoch
+        planned = (state.num_epochs - state.start_epoch + 1) * state.steps_per_epoch
         self._window = min(self.settings.flat_window, planned)
         self._last_step = state.step + planned
         self._active = state.step == 0 and self._window >= self.MIN_STEPS
@@ -52,19 +52,22 @@ class LearningRateTooLow(DoctorCheck):
 
     def before_step(self, state: LoopState) -> None:
         if self._active:
-            self._rates.observe(state.optimizer)
+            self._rates.observe(state.optimizer, state.step + 1)
 
-    def after_step(self, state: LoopState) -> None:
-        if not self._active or state.loss is None:
-            return
-        loss = float(state.loss.detach())
+    def after_sync(self, state: LoopState) -> None:
+        for reading in state.losses:
+            if self._active:
+                self._add(state, reading.loss, reading.step)
+
+    def _add(self, state: LoopState, loss: float, step: int) -> None:
         if not math.isfinite(loss):
             self._active = False
             return
         self._losses.append(loss)
+        rising = self._rates.at(step).rising
         if len(self._losses) < self._window:
             return
-        if self._rates.rising() and state.step < self._last_step:
+        if rising and step < self._last_step:
             return  # still warming up: the rate is low on purpose
         self._active = False
         self._judge(state)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.core.events import UpdateRatioMeasured
@@ -16,12 +17,25 @@ if TYPE_CHECKING:
     import torch
 
 
+@dataclass
+class _Measurement:
+    """One step's update sizes, still on the device: per group, its parameters' ||dw|| then ||w||."""
+
+    step: int
+    epoch: int
+    layout: list[tuple[str, list[torch.Tensor]]]
+    norms: torch.Tensor
+    rates: dict[str, float]
+    near_peak: dict[str, bool]
+
+
 @register_check
 class UpdateRatio(DoctorCheck):
     """Measures how much each step changes the weights, relative to their size, per parameter group.
 
     Every ``update_ratio_every`` steps the weights are copied before the step and compared
-    after it; a group's ratio is the median over its tensors of ||dw|| / ||w||, recorded as
+    after it, in one fused pass on the device whose norms are read back at the loop's next
+    sync point (``Loop.sync_every``); a group's ratio is the median over its tensors of ||dw|| / ||w||, recorded as
     an ``update_ratio_measured`` event. A tensor that started the run at zero (the head's
     output layer) has no size of its own: under Adam its norm grows in proportion to the
     learning rate, so ||dw|| / ||w|| hardly depends on the rate (measured at step 40 on the
@@ -63,7 +77,8 @@ class UpdateRatio(DoctorCheck):
     def before_fit(self, state: LoopState) -> None:
         self._rates = RateWatch()
         self._streaks: dict[str, tuple[str, list[float]]] = {}
-        self._snapshot: list[tuple[str, list[tuple[torch.Tensor, torch.Tensor]]]] | None = None
+        self._snapshot: list[tuple[str, list[torch.Tensor], list[torch.Tensor]]] | None = None
+        self._unread: list[_Measurement] = []
         for group in state.optimizer.param_groups:
             for parameter in group["params"]:
                 self._reference(parameter)
@@ -74,38 +89,63 @@ class UpdateRatio(DoctorCheck):
             return
         self._snapshot = []
         for index, group in enumerate(state.optimizer.param_groups):
-            kept = [(parameter, parameter.detach().clone()) for parameter in group["params"]
+            kept = [parameter for parameter in group["params"]
                     if parameter.requires_grad and self._reference(parameter) is not None]
             if kept:
-                self._snapshot.append((group_name(group, index), kept))
+                self._snapshot.append((group_name(group, index), kept, [p.detach().clone() for p in kept]))
 
     def after_step(self, state: LoopState) -> None:
         if self._snapshot is None:
             return
+        import torch  # the checks register before torch loads (config validation needs none)
+
         snapshot, self._snapshot = self._snapshot, None
+        # One fused pass on the device; the norms are read with the losses, at the next sync point.
+        layout, norms = [], []
+        for name, parameters, befores in snapshot:
+            afters = [parameter.detach() for parameter in parameters]
+            deltas = torch._foreach_sub([a.float() for a in afters], [b.float() for b in befores])
+            norms += [*torch._foreach_norm(deltas), *torch._foreach_norm([b.float() for b in befores])]
+            layout.append((name, parameters))
+        rates = self._rates
+        self._unread.append(_Measurement(
+            step=state.step, epoch=state.epoch, layout=layout, norms=torch.stack(norms),
+            rates=dict(rates.current), near_peak={name: rates.near_peak(name) for name, _ in layout},
+        ))
+
+    def after_sync(self, state: LoopState) -> None:
+        unread, self._unread = self._unread, []
+        for measurement in unread:
+            self._read(state, measurement)
+
+    def _read(self, state: LoopState, measurement: _Measurement) -> None:
+        values = measurement.norms.tolist()
         ratios: dict[str, float] = {}
         judged: dict[str, float] = {}
         moved = False
-        for name, pairs in snapshot:
-            values, matrix_values = [], []
-            for parameter, before in pairs:
-                delta = float((parameter.detach().float() - before.float()).norm())
+        offset = 0
+        for name, parameters in measurement.layout:
+            count = len(parameters)
+            deltas, sizes = values[offset : offset + count], values[offset + count : offset + 2 * count]
+            offset += 2 * count
+            group_values, matrix_values = [], []
+            for parameter, delta, own_size in zip(parameters, deltas, sizes, strict=True):
                 moved = moved or delta > 0
-                size = self._references[id(parameter)] or float(before.float().norm())
+                size = self._references[id(parameter)] or own_size
                 if size <= 0:
                     continue
-                values.append(delta / size)
+                group_values.append(delta / size)
                 if parameter.dim() >= 2:
                     matrix_values.append(delta / size)
-            if values:
-                ratios[name] = statistics.median(values)
+            if group_values:
+                ratios[name] = statistics.median(group_values)
             if matrix_values:
                 judged[name] = statistics.median(matrix_values)
         if not moved:
             return  # a skipped step (fp16 loss scaling met an overflow): nothing to measure
-        self.record(state, UpdateRatioMeasured.event, ratios=ratios,
-                    learning_rates={name: self._rates.current.get(name) for name in ratios})
-        self._judge(state, judged)
+        self.record(state, UpdateRatioMeasured.event, at=(measurement.epoch, measurement.step), ratios=ratios,
+                    learning_rates={name: measurement.rates.get(name) for name in ratios})
+        self._judge(state, judged, measurement)
 
     def _reference(self, parameter: torch.Tensor) -> float | None:
         key = id(parameter)
@@ -119,14 +159,15 @@ class UpdateRatio(DoctorCheck):
                 self._references[key] = None
         return self._references[key]
 
-    def _judge(self, state: LoopState, judged: dict[str, float]) -> None:
+    def _judge(self, state: LoopState, judged: dict[str, float], measurement: _Measurement) -> None:
         low, high = self.settings.update_ratio_low, self.settings.update_ratio_high
-        fastest = max(self._rates.current.values(), default=0.0)
+        rates = measurement.rates
+        fastest = max(rates.values(), default=0.0)
         for name, value in judged.items():
-            if not self._rates.near_peak(name):
+            if not measurement.near_peak.get(name, False):
                 continue
             # Groups slowed on purpose (the lower layers under layer decay) are only judged for too-large steps.
-            slowed = self._rates.current[name] < self.SLOWED_SHARE * fastest
+            slowed = rates[name] < self.SLOWED_SHARE * fastest
             direction = "too_high" if value > high else "too_low" if value < low and not slowed else None
             if direction is None:
                 self._streaks.pop(name, None)
@@ -137,9 +178,9 @@ class UpdateRatio(DoctorCheck):
             flagged = {name: values for name, (kind, values) in self._streaks.items()
                        if kind == direction and len(values) >= self.PERSISTENCE}
             if flagged:
-                self._flag(state, direction, flagged)
+                self._flag(state, direction, flagged, rates)
 
-    def _flag(self, state: LoopState, direction: str, flagged: dict[str, list[float]]) -> None:
+    def _flag(self, state: LoopState, direction: str, flagged: dict[str, list[float]], rates: dict[str, float]) -> None:
         config = self.context.config
         low, high = self.settings.update_ratio_low, self.settings.update_ratio_high
         heads = [name for name in flagged if not name.startswith("backbone")]
@@ -169,7 +210,7 @@ class UpdateRatio(DoctorCheck):
         self.raise_diagnosis(state, self.diagnose(
             "warning", message,
             evidence={"group": primary, "ratio": ratio, "ratios": flagged[primary], "low": low, "high": high,
-                      "learning_rate": self._rates.current.get(primary, rate),
+                      "learning_rate": rates.get(primary, rate),
                       "groups": sorted(flagged)},
             fix=fix, title="Updates too large" if direction == "too_high" else "Updates too small",
         ), kind=f"{direction}:{primary}")
