@@ -21,11 +21,22 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, help="model.mode")
     parser.add_argument("--epochs", type=int, help="optim.epochs")
     parser.add_argument("--lr", type=float, help="optim.learning_rate")
-    parser.add_argument("--batch-size", type=int, help="optim.batch_size")
+    parser.add_argument("--batch-size", type=_batch_size, metavar="N|auto",
+                        help="optim.batch_size: a number, or auto (the most that fits on a CUDA GPU)")
     parser.add_argument("--device", choices=DEVICES,
                         help="device: auto (CUDA, else Apple MPS, else CPU), cpu, cuda or mps")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any config field, e.g. --set model.trainable_stages=3 (repeatable)")
+
+
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: a whole number, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
 
 
 def config_from_arguments(arguments: argparse.Namespace) -> RunConfig:

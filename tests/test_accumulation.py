@@ -172,3 +172,17 @@ def test_the_batch_probe_leaves_the_model_as_it_found_it() -> None:
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, before[name], msg=name)  # BatchNorm statistics untouched
     assert not model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_the_cli_takes_a_batch_size_of_auto(tmp_path: Path) -> None:
+    import argparse
+
+    from cli.options import add_config_options, config_from_arguments
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data")
+    add_config_options(parser)
+    assert config_from_arguments(parser.parse_args([str(tmp_path), "--batch-size", "auto"])).optim.batch_size == "auto"
+    assert config_from_arguments(parser.parse_args([str(tmp_path), "--batch-size", "48"])).optim.batch_size == 48
+    with pytest.raises(SystemExit):
+        parser.parse_args([str(tmp_path), "--batch-size", "big"])

@@ -17,10 +17,11 @@ from engine.data.decoded_cache import (
     DecodedCache,
     decoded_cache_dir,
     entry_bytes,
+    fit_to_side,
     limit_bytes,
     stored_size,
 )
-from engine.data.images import ImageFileError
+from engine.data.images import ImageFileError, load_rgb
 from engine.data.loading import ImageDataset
 
 SIDE = 64
@@ -139,9 +140,9 @@ def test_two_processes_fill_one_cache_together(tmp_path: Path) -> None:
     assert cache.usage().entries == 12
     assert not list((tmp_path / "cache").rglob("*.tmp"))
     for path, digest in items:
-        expected = Image.open(path).convert("RGB").resize((85, 64), Image.Resampling.BICUBIC, reducing_gap=None)
+        expected = fit_to_side(load_rgb(path, min_side=SIDE), SIDE)
         cached = cache.get(digest, SIDE)
-        assert cached is not None and cached.size == expected.size
+        assert cached is not None and cached.tobytes() == expected.tobytes()  # whole entries, whoever wrote them
 
 
 def test_admit_respects_the_limit_and_says_so_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

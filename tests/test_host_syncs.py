@@ -25,7 +25,7 @@ from engine.training.train import train
 def test_a_default_run_reads_tensors_only_at_sync_points_and_epoch_ends(tmp_path: Path) -> None:
     data = copy_demo(tmp_path / "data", classes=3, per_class=40)  # 96 training photos: 48 steps of 2
     config = RunConfig().with_changes(**{
-        "data.path": str(data), "data.num_workers": 0, "data.input_size": 48, "model.mode": "fine_tune",
+        "data.path": str(data), "data.num_workers": 0, "data.input_size": 32, "model.mode": "fine_tune",
         "optim.epochs": 2, "optim.batch_size": 2, "doctor.update_ratio_every": 5,
     })
     assert sync_interval(48) == 4

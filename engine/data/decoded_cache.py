@@ -28,7 +28,7 @@ from engine.data.images import load_rgb
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bump when an entry's bytes or the way images are shrunk changes: older entries are then rebuilt."""
 
 MAGIC = b"TSDC"
@@ -69,7 +69,9 @@ def entry_bytes(width: int, height: int, side: int) -> int:
 def fit_to_side(image: Image.Image, side: int) -> Image.Image:
     """Resize an RGB image so that its shorter side is ``side`` (antialiased); smaller images are kept."""
     size = stored_size(image.width, image.height, side)
-    return image if size == image.size else image.resize(size, Image.Resampling.BICUBIC, reducing_gap=None)
+    # Bilinear, antialiased as Pillow shrinks: 40% faster than bicubic here (5.6 against 9.2 ms for
+    # 1008x756 -> 584x438), 0.4 grey levels apart on average, and the random crop resamples again anyway.
+    return image if size == image.size else image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
 
 
 class DecodedCache:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.core.device import uses_cuda
+from engine.core.device import plan_device, uses_cuda
 from engine.core.errors import ConfigError
 from engine.training.runfolder import RunFolder
 
@@ -313,7 +313,7 @@ def distributed_session(device: str = "auto") -> Iterator[DistributedContext]:
         device: the config's ``device`` (``auto``, ``cpu`` or ``cuda``).
 
     Raises:
-        ConfigError: CUDA is used and this machine has fewer GPUs than processes.
+        ConfigError: CUDA is used and this machine has fewer GPUs than processes, or the device is Apple MPS.
     """
     if not launched_by_torchrun():
         yield SINGLE_PROCESS
@@ -321,6 +321,9 @@ def distributed_session(device: str = "auto") -> Iterator[DistributedContext]:
     import torch.distributed as dist
 
     local_rank, local_world_size = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
+    if plan_device(device).device.type == "mps":
+        raise ConfigError("--nproc: Apple MPS trains in one process (PyTorch has no process group for it); "
+                          "drop --nproc, or use device: cpu")
     cuda = uses_cuda(device)
     if cuda:
         visible = torch.cuda.device_count()
