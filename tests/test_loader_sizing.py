@@ -9,7 +9,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from engine.data.loader_sizing import available_cpus, choose_num_workers, measure_decode_rate, size_loader
+from engine.data.loader_sizing import (
+    available_cpus,
+    choose_num_workers,
+    leave_stopping_to_the_trainer,
+    measure_decode_rate,
+    size_loader,
+)
 
 
 class _SlowItems:
@@ -56,7 +62,7 @@ def test_a_given_count_is_used_as_is() -> None:
     sizing = size_loader(3, _SlowItems(10, 0.0), batch_size=2, cuda=False)
     assert sizing.num_workers == 3 and sizing.decode_rate is None
     assert sizing.loader_arguments() == {"num_workers": 3, "pin_memory": False, "persistent_workers": True,
-                                         "prefetch_factor": 2}
+                                         "prefetch_factor": 2, "worker_init_fn": leave_stopping_to_the_trainer}
 
 
 def test_zero_workers_gives_options_torch_accepts() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,7 +53,24 @@ class LoaderSizing:
         }
         if self.num_workers > 0:
             arguments["prefetch_factor"] = self.prefetch_factor
+            arguments["worker_init_fn"] = leave_stopping_to_the_trainer
         return arguments
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+"""The signals that ask a run to stop: a scheduler's or systemd's stop, Ctrl+C, a closed terminal."""
+
+
+def leave_stopping_to_the_trainer(_worker_id: int) -> None:
+    """In a DataLoader worker: ignore the stop signals, which the training process turns into a clean stop.
+
+    A stop signal sent to the whole process group (``timeout``, SLURM's ``scancel``, a closed
+    terminal) reaches the workers too; killed by it, they took the training process down with
+    "DataLoader worker is killed by signal" before it could save a checkpoint. Workers still
+    end with the training process: PyTorch's workers exit when it stops them or when it is gone.
+    """
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
 
 
 def available_cpus() -> int:

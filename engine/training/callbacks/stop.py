@@ -1,4 +1,4 @@
-"""Stop requests: a ``STOP`` file, SIGTERM or Ctrl+C become a clean ``CancelFit("stopped")`` at the next batch."""
+"""Stop requests: a ``STOP`` file, SIGTERM, SIGHUP or Ctrl+C become a clean ``CancelFit("stopped")``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import signal
 import threading
 from collections.abc import Iterator
 
+from engine.data.loader_sizing import STOP_SIGNALS
 from engine.training.callback import Callback, CancelEpoch, CancelFit, LoopState
 from engine.training.distributed import SINGLE_PROCESS, DistributedContext
 from engine.training.runfolder import RunFolder
 
 # What stopped a run, as ranks exchange it; the highest code any rank has wins.
-_STOP_MESSAGES = {1: "stop requested", 2: "SIGTERM received", 3: "SIGINT received", 4: "the torchrun launcher is gone"}
-_STOP_CODES = {"STOP": 1, "SIGTERM": 2, "SIGINT": 3, "ORPHANED": 4}
+_STOP_MESSAGES = {1: "stop requested", 2: "SIGTERM received", 3: "SIGINT received", 4: "the torchrun launcher is gone",
+                  5: "SIGHUP received"}
+_STOP_CODES = {"STOP": 1, "SIGTERM": 2, "SIGINT": 3, "ORPHANED": 4, "SIGHUP": 5}
 
 
 class StopWatcher(Callback):
@@ -46,11 +48,11 @@ class StopWatcher(Callback):
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        """Catch SIGTERM and SIGINT while the block runs (main thread only; elsewhere a no-op)."""
+        """Catch the stop signals (SIGTERM, SIGINT, SIGHUP) while the block runs (main thread only, else a no-op)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {number: signal.signal(number, self._on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
+        previous = {number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
         try:
             yield
         finally:
