@@ -129,3 +129,15 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         runs.append(train(config, project / "runs" / f"20261124-10000{seed}-tf_efficientnet_lite0").best_checkpoint)
     save_manifest(build_manifest(runs), ensembles_folder(project) / "pair.json")
     return data
+
+
+@pytest.fixture(scope="module")
+def user_settings_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where QSettings built from organisation and application names go, for a module's tests: a temporary folder."""
+    from PySide6.QtCore import QSettings
+
+    folder = tmp_path_factory.mktemp("qsettings")
+    for settings_format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        for scope in (QSettings.Scope.UserScope, QSettings.Scope.SystemScope):
+            QSettings.setPath(settings_format, scope, str(folder))
+    return folder

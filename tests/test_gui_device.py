@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QLineEdit, QSpinBox
 from screenshots import SCREENSHOT_DIR
 
@@ -60,14 +60,8 @@ STAND_IN = textwrap.dedent(f'''
 ''')
 
 
-@pytest.fixture(scope="module", autouse=True)
-def user_settings_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Keep any QSettings built from application names off the user's real ones."""
-    folder = tmp_path_factory.mktemp("qsettings")
-    for settings_format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        for scope in (QSettings.Scope.UserScope, QSettings.Scope.SystemScope):
-            QSettings.setPath(settings_format, scope, str(folder))
-    return folder
+# Any QSettings built from application names stays off the user's real ones (conftest).
+pytestmark = pytest.mark.usefixtures("user_settings_folder")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings, QSize, Qt, QThreadPool
+from PySide6.QtCore import QSize, Qt, QThreadPool
 from PySide6.QtWidgets import QApplication
 from screenshots import SCREENSHOT_DIR
 
@@ -32,14 +32,8 @@ LR_FIND_TIMEOUT_MS = 180_000
 LR_FIND_STEPS = 40
 
 
-@pytest.fixture(scope="module", autouse=True)
-def user_settings_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Keep any QSettings built from application names off the user's real ones."""
-    folder = tmp_path_factory.mktemp("qsettings")
-    for settings_format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        for scope in (QSettings.Scope.UserScope, QSettings.Scope.SystemScope):
-            QSettings.setPath(settings_format, scope, str(folder))
-    return folder
+# Any QSettings built from application names stays off the user's real ones (conftest).
+pytestmark = pytest.mark.usefixtures("user_settings_folder")
 
 
 def demo_state(data: Path = DEMO, **changes: object) -> ConfigState:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from demo_photos import copy_demo
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from screenshots import SCREENSHOT_DIR
 
 from engine.core.config import RunConfig, load_config
@@ -28,14 +28,8 @@ TINY_SEARCH = {"data.num_workers": 0, "data.input_size": 64, "search.coarse_tria
                "search.fine_trials": 1, "search.fine_epochs": 1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def user_settings_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Keep any QSettings built from application names off the user's real ones."""
-    folder = tmp_path_factory.mktemp("qsettings")
-    for settings_format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        for scope in (QSettings.Scope.UserScope, QSettings.Scope.SystemScope):
-            QSettings.setPath(settings_format, scope, str(folder))
-    return folder
+# Any QSettings built from application names stays off the user's real ones (conftest).
+pytestmark = pytest.mark.usefixtures("user_settings_folder")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from demo_photos import copy_demo
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from screenshots import SCREENSHOT_DIR
 
@@ -34,14 +34,8 @@ RUN_TIMEOUT_MS = 240_000
 FINE_TUNE = {"model.mode": "fine_tune", "data.input_size": 64, "optim.batch_size": 4, "optim.epochs": 50}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def user_settings_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Keep any QSettings built from application names off the user's real ones."""
-    folder = tmp_path_factory.mktemp("qsettings")
-    for settings_format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        for scope in (QSettings.Scope.UserScope, QSettings.Scope.SystemScope):
-            QSettings.setPath(settings_format, scope, str(folder))
-    return folder
+# Any QSettings built from application names stays off the user's real ones (conftest).
+pytestmark = pytest.mark.usefixtures("user_settings_folder")
 
 
 @pytest.fixture

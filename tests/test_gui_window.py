@@ -31,18 +31,9 @@ SCREENSHOT_SIZE = QSize(1100, 700)
 CLASS_SIZES = {"ankle_boot": 4, "shirt": 5, "sneaker": 3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def user_settings_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where QSettings built from organisation and application names go: a temporary folder.
-
-    Windows made by ``make_main_window`` get a private file anyway; this keeps ``run_app``
-    (which opens the user's settings) off the real ones too.
-    """
-    folder = tmp_path_factory.mktemp("qsettings")
-    for settings_format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        for scope in (QSettings.Scope.UserScope, QSettings.Scope.SystemScope):
-            QSettings.setPath(settings_format, scope, str(folder))
-    return folder
+# QSettings built from organisation and application names go to a temporary folder (conftest): windows
+# made by ``make_main_window`` get a private file anyway; this keeps ``run_app`` off the user's real ones too.
+pytestmark = pytest.mark.usefixtures("user_settings_folder")
 
 
 @pytest.fixture
