@@ -9,7 +9,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 .PHONY: run test lint bench mutants clean
 
 run: $(STAMP)
-	$(PY) main.py
+	$(PY) main.py resources/demo
 
 test: $(STAMP) lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -n auto --maxprocesses 2 --dist loadfile --durations=25

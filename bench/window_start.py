@@ -39,7 +39,8 @@ def report_when_shown(window, event):
     QTimer.singleShot(0, report)
 
 gui.main_window.MainWindow.showEvent = report_when_shown
-sys.exit(main.main([]))
+from gui.pages.project.page import DEMO_PROJECT
+sys.exit(main.main([str(DEMO_PROJECT)]))  # the demo, not the last project opened
 """
 
 

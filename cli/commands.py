@@ -41,10 +41,14 @@ COMMANDS: tuple[ModuleType, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``main.py`` command line: no command opens the app; each command's ``run`` is its ``handler``."""
+    """The ``main.py`` command line: no command opens the app; each command's ``run`` is its ``handler``.
+
+    ``main.py PROJECT`` (one argument that is no command) is handled before this parser.
+    """
     parser = CommandParser(
         prog="main.py", description="Transfer Studio: transfer learning on your own labelled photos.",
-        epilog=examples("python main.py                       # open the app on the demo project",
+        epilog=examples("python main.py                       # open the app on the last project (at first, the demo)",
+                        "python main.py photos/               # open the app on a data folder (or a CSV of labels)",
                         "python main.py scan resources/demo",
                         "python main.py train resources/demo --epochs 5"),
         formatter_class=argparse.RawDescriptionHelpFormatter,

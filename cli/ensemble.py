@@ -6,7 +6,7 @@ import argparse
 
 from cli.evaluate import write_report
 from cli.options import add_device_option, add_evaluation_options, add_prediction_options
-from cli.parsing import EXIT_OK, CommandParser, Subparsers, add_command, refuse
+from cli.parsing import EXIT_OK, CommandParser, Subparsers, add_command, refuse, stops_cleanly
 from cli.predict import print_predictions
 from engine.evaluation.selection import GREEDY_METRICS
 
@@ -41,6 +41,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+@stops_cleanly
 def run(arguments: argparse.Namespace) -> int:
     if arguments.action == "evaluate":
         from engine.evaluation.manifest import is_manifest

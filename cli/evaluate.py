@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cli.options import add_evaluation_options
-from cli.parsing import EXIT_OK, Subparsers, add_command
+from cli.parsing import EXIT_OK, Subparsers, add_command, stops_cleanly
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+@stops_cleanly
 def run(arguments: argparse.Namespace) -> int:
     return write_report(arguments.model, arguments)
 

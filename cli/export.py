@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.parsing import EXIT_OK, Subparsers, add_command
+from cli.parsing import EXIT_OK, Subparsers, add_command, stops_cleanly
 from engine.export.formats import EXPORT_FORMATS
 
 
@@ -23,6 +23,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+@stops_cleanly
 def run(arguments: argparse.Namespace) -> int:
     from engine.evaluation.predictions import collect_image_paths
     from engine.export.exporter import export_model

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cli.options import add_config_options, add_events_only_option, config_from_arguments
-from cli.parsing import EXIT_OK, Subparsers, add_command
+from cli.parsing import EXIT_OK, Subparsers, add_command, stops_cleanly
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+@stops_cleanly
 def run(arguments: argparse.Namespace) -> int:
     config = config_from_arguments(arguments)
     from engine.core.paths import project_dir_for
@@ -35,9 +36,13 @@ def run(arguments: argparse.Namespace) -> int:
     echo = sys.stdout if arguments.events_only else None
     result = find_learning_rate(config, out, start_lr=arguments.start_lr, end_lr=arguments.end_lr,
                                 num_steps=arguments.steps, echo=echo)
-    if not arguments.events_only:
-        print(result.reason)
-        print(f"curve: {result.plot_path} and {result.csv_path}")
-        if result.suggestion is not None:
-            print(f"to train with it: python main.py train {arguments.data} --lr {result.learning_rate_setting:.1g}")
+    if arguments.events_only:
+        return EXIT_OK
+    if result.state == "cancelled":
+        print(f"lr-find cancelled: {result.out_dir}")
+        return EXIT_OK
+    print(result.reason)
+    print(f"curve: {result.plot_path} and {result.csv_path}")
+    if result.suggestion is not None:
+        print(f"to train with it: python main.py train {arguments.data} --lr {result.learning_rate_setting:.1g}")
     return EXIT_OK

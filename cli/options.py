@@ -7,6 +7,7 @@ the engine accepts and refuses the rest before any heavy import.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from engine.core.config import DEVICES, MODES, RunConfig, load_config, parse_override
@@ -27,6 +28,29 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                         help="device: auto (CUDA, else Apple MPS, else CPU), cpu, cuda or mps")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any config field, e.g. --set model.trainable_stages=3 (repeatable)")
+    add_project_dir_option(parser)
+
+
+def add_project_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--project-dir``: where a dataset's runs, caches and reports go (read by ``open_project``)."""
+    parser.add_argument("--project-dir", metavar="DIR",
+                        help="the dataset's project folder (runs, caches, reports), remembered for the data folder; "
+                             "default DATA/.transfer-studio, or a per-user folder when DATA cannot be written")
+
+
+def open_project(arguments: argparse.Namespace, data: str | Path) -> Path:
+    """The project folder of ``data``: ``--project-dir`` when given (and remembered); says where, when not in DATA.
+
+    Raises:
+        ConfigError: ``--project-dir`` is a file or cannot be written.
+    """
+    from engine.core.paths import choose_project_dir, project_dir_for, project_location_note
+
+    chosen = getattr(arguments, "project_dir", None)
+    project = choose_project_dir(data, chosen) if chosen else project_dir_for(data)
+    if note := project_location_note(data):
+        print(note, file=sys.stderr)
+    return project
 
 
 def _batch_size(text: str) -> int | str:
@@ -53,6 +77,7 @@ def config_from_arguments(arguments: argparse.Namespace) -> RunConfig:
     changes.update(dict(parse_override(item) for item in arguments.set))
     if not Path(changes["data.path"]).exists():
         raise DatasetError(f"data folder not found: {arguments.data}")
+    open_project(arguments, changes["data.path"])
     # Last: building a config fills the registries it validates against, whose entries may import torch.
     config = load_config(arguments.config) if arguments.config else RunConfig()
     return config.with_changes(**changes)

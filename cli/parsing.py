@@ -1,13 +1,17 @@
-"""How the command line reads and refuses: exit codes, a parser whose usage errors are one line, examples.
+"""How the command line reads, refuses and stops: exit codes, one-line usage errors, examples, stop signals.
 
-Standard library only, so that a bad command line is refused before torch loads.
+Standard library only (and ``engine.core.stop_signals``, which is too), so that a bad command
+line is refused before torch loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from engine.core.stop_signals import Stopped, stops_raised
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -37,3 +41,23 @@ def refuse(message: str) -> int:
     """Print a usage error found after parsing (one line on stderr); return the usage exit code."""
     print(f"error: {message}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def stops_cleanly(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command's ``run`` that a stop signal (SIGTERM, SIGINT, SIGHUP) ends at once, with one line and EXIT_FAILED.
+
+    The work must leave no half-written output when ``Stopped`` passes through it (atomic writes,
+    staging folders; see ``engine.core.stop_signals``). The line, e.g. ``stopped: SIGTERM received``,
+    goes to stderr.
+    """
+
+    @functools.wraps(run)
+    def stoppable(arguments: argparse.Namespace) -> int:
+        with stops_raised():
+            try:
+                return run(arguments)
+            except Stopped as stop:
+                print(f"stopped: {stop}", file=sys.stderr)
+                return EXIT_FAILED
+
+    return stoppable

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from cli.parsing import EXIT_OK, Subparsers, add_command
+from cli.options import add_project_dir_option, open_project
+from cli.parsing import EXIT_OK, Subparsers, add_command, refuse
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -13,14 +15,16 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser.add_argument("data", help="folder of class folders, folder of train/val/test folders, or a CSV")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON here")
     parser.add_argument("--workers", type=int, default=8, help="threads reading files (default 8)")
+    add_project_dir_option(parser)
     return parser
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from engine.core.paths import project_dir_for
     from engine.data.health import scan_dataset
 
-    project = project_dir_for(arguments.data)
+    if not Path(arguments.data).exists():
+        return refuse(f"data: {arguments.data} does not exist (expected a folder of class folders, or a CSV)")
+    project = open_project(arguments, arguments.data)
     project.mkdir(parents=True, exist_ok=True)
     report = scan_dataset(arguments.data, cache_file=project / "scan_cache.json", workers=arguments.workers)
     json_path, text_path = report.save(project)

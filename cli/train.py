@@ -21,6 +21,10 @@ SCALE_OUT = (
     "several machines, run the command on each with the options below (README: several machines).")
 
 
+# Config options a resumed run takes from its own config.yaml instead.
+_RESUME_REFUSES = ("backbone", "mode", "lr", "batch_size", "device", "project_dir")
+
+
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser = add_command(
         subparsers, "train", "train a model (feature extraction or fine-tuning)",
@@ -28,11 +32,13 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
          "python main.py train photos/ --mode fine_tune --epochs 5 --lr 3e-4",
          "python main.py train photos/ --config my.yaml --set optim.batch_size=64",
          "python main.py train photos/ --mode fine_tune --nproc 4   # 4 GPUs, data-parallel",
-         "python main.py train --resume photos/.transfer-studio/runs/20261124-101500-resnet18"])
+         "python main.py train --resume photos/.transfer-studio/runs/20261124-101500-resnet18",
+         "python main.py train --resume RUN_DIR --epochs 20   # train a finished run further"])
     parser.add_argument("data", nargs="?", help="the dataset (omit with --resume)")
     add_config_options(parser)
-    parser.add_argument("--run-dir", metavar="DIR", help="run folder (default: new, in DATA/.transfer-studio/runs)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its last checkpoint")
+    parser.add_argument("--run-dir", metavar="DIR", help="run folder (default: new, in the project's runs folder)")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue a stopped or killed run from its last checkpoint (with --epochs N: to N in all)")
     add_events_only_option(parser)
     # Named like engine.training.distributed.LaunchOptions' fields, which reads them.
     scale_out = parser.add_argument_group("several processes and machines (through torchrun)", SCALE_OUT)
@@ -51,11 +57,17 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    if arguments.resume and (arguments.data or arguments.config or arguments.set or arguments.run_dir):
-        return refuse("--resume takes only the run folder; its own config.yaml is used")
+    if arguments.resume and (arguments.data or arguments.config or arguments.set or arguments.run_dir
+                             or any(getattr(arguments, name) is not None for name in _RESUME_REFUSES)):
+        return refuse("--resume takes only the run folder (and --epochs to train further); "
+                      "its own config.yaml is used")
     if not arguments.resume and not arguments.data:
         return refuse("train needs DATA (a folder or CSV), or --resume RUN_DIR")
     config = None if arguments.resume else config_from_arguments(arguments)  # bad settings fail before torch loads
+    if arguments.resume:
+        from engine.training.run_lock import check_unlocked
+
+        check_unlocked(arguments.resume)  # a run another process writes is refused before torch loads, too
     from engine.training.distributed import LaunchOptions, is_main_process, launched_by_torchrun
     from engine.training.train import resume, train
 
@@ -65,7 +77,7 @@ def run(arguments: argparse.Namespace) -> int:
     echo = sys.stdout if arguments.events_only else None
     progress = not arguments.events_only and sys.stderr.isatty()
     if config is None:
-        result = resume(arguments.resume, echo=echo, progress_bar=progress)
+        result = resume(arguments.resume, epochs=arguments.epochs, echo=echo, progress_bar=progress)
     else:
         result = train(config, arguments.run_dir, echo=echo, progress_bar=progress)
     if not arguments.events_only and is_main_process():  # under torchrun, rank 0 speaks for all

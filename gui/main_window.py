@@ -129,16 +129,30 @@ class MainWindow(QMainWindow):
 
     def open_dataset(self, path: str | Path) -> None:
         """Open a data folder: scan it in the background and show the result when it comes."""
-        folder = Path(path).expanduser().resolve()
+        self._load_dataset(Path(path).expanduser().resolve())
+        self.show_page(self.page(DataPage))
+
+    def reload_dataset(self) -> None:
+        """Open the open data folder again, staying on the page shown: its project folder moved."""
+        if self._dataset_path is not None:
+            self._load_dataset(self._dataset_path)
+
+    def show_project_message(self, text: str) -> None:
+        """Bring the Project page to the front with one line on it (e.g. why the last project did not open)."""
+        page = self.page(ProjectPage)
+        page.show_message(text)
+        self.show_page(page)
+
+    def _load_dataset(self, folder: Path) -> None:
         self._dataset_path = folder
         self._report = None
         self.setWindowTitle(f"{APPLICATION_TITLE} — {folder.name or folder}")
-        self._settings.setValue(ui_settings.KEY_LAST_DATA_FOLDER, str(folder))
+        self._settings.setValue(ui_settings.KEY_LAST_PROJECT, str(folder))
+        # Pages work out the project folder from data.path whenever it is set, even to the same path (reload_dataset).
         self.state.set_value("data.path", str(folder))
         for page in self.page_stack.built():  # a page built later is told when it is built
             page.set_project(folder)
         self.rescan_action.setEnabled(True)
-        self.show_page(self.page(DataPage))
         self.scanner.scan(folder)
 
     def rescan(self) -> None:
@@ -148,7 +162,7 @@ class MainWindow(QMainWindow):
 
     def choose_dataset(self) -> None:
         """Ask for a data folder with the platform's folder dialog and open it."""
-        start = ui_settings.read_text(self._settings, ui_settings.KEY_LAST_DATA_FOLDER) or str(Path.home())
+        start = ui_settings.read_text(self._settings, ui_settings.KEY_LAST_PROJECT) or str(Path.home())
         folder = QFileDialog.getExistingDirectory(self, "Open data folder", start)
         if folder:
             self.open_dataset(folder)
@@ -265,6 +279,7 @@ class MainWindow(QMainWindow):
             page.set_report(self._report)
         if isinstance(page, ProjectPage):
             page.project_chosen.connect(self.open_dataset)
+            page.project_folder_changed.connect(self.reload_dataset)
         elif isinstance(page, DataPage):
             page.open_requested.connect(self.choose_dataset)
         elif isinstance(page, RunsPage):

@@ -1,4 +1,4 @@
-"""Shared fixtures: offscreen Qt, no network, a private user cache, and a repository no test may change.
+"""Shared fixtures: offscreen Qt, no network, a private user cache and data folder, and a repository no test may change.
 
 Every test works on temporary copies: a file added, changed or removed under the
 repository fails the test that did it, and the session (so ``make test`` fails too).
@@ -22,6 +22,8 @@ _private_hub = tempfile.mkdtemp(prefix="transfer-studio-test-hub-")
 os.environ["HF_HOME"] = os.path.join(_private_hub, "huggingface")
 os.environ["TORCH_HOME"] = os.path.join(_private_hub, "torch")
 os.environ.setdefault("TRANSFER_STUDIO_CACHE_DIR", tempfile.mkdtemp(prefix="transfer-studio-test-cache-"))
+# Per-user projects (of read-only data folders) and chosen project folders: never the developer's own.
+os.environ["TRANSFER_STUDIO_DATA_DIR"] = tempfile.mkdtemp(prefix="transfer-studio-test-data-")
 
 from demo_photos import copy_whole_demo  # noqa: E402
 from screenshots import SCREENSHOT_DIR  # noqa: E402

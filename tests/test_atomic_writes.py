@@ -103,7 +103,7 @@ SITES: dict[str, Site] = {
     ),
     "feature_cache": Site(
         lambda folder: FeatureCache(FEATURE_SPACE, folder).put(FILE_SHA, 0, np.zeros(8, dtype=np.float32)),
-        lambda folder: FeatureCache(FEATURE_SPACE, folder).put(FILE_SHA, 0, np.ones(LIMIT, dtype=np.float32)),
+        lambda folder: _feature_cache_new(folder),
         lambda folder: np.array_equal(FeatureCache(FEATURE_SPACE, folder).get(FILE_SHA, 0), np.zeros(8)),
     ),
     "evaluation_report": Site(
@@ -138,6 +138,13 @@ def _events_old(folder: Path) -> None:
 
 def _events_new(folder: Path) -> None:
     RunFolder(folder).write_event("image_skipped", epoch=2, split="train", path="a.png", reason=BIG)
+
+
+def _feature_cache_new(folder: Path) -> None:
+    cache = FeatureCache(FEATURE_SPACE, folder)
+    cache.put(FILE_SHA, 0, np.ones(LIMIT, dtype=np.float32))
+    if not cache.writable:  # a cache does not raise: it turns itself off (one warning) and the run goes on
+        raise OSError("the feature cache turned itself off: File too large")
 
 
 def _events_after(folder: Path) -> None:

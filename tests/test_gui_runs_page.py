@@ -1,15 +1,23 @@
 """The Runs page on real run folders: two short real trainings (one stopped), a damaged and a foreign folder.
 
 The runs are trained once for the module with the engine's own ``train``; the resume
-test (last, since it changes the stopped run) goes through a real child process.
+test (last, since it changes the stopped run) goes through a real child process. Runs
+killed mid-way or written by another process are made by hand, holding their writer
+lock in this process where another process would.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import filelock
 import pytest
 from PySide6.QtCore import QObject, QSize, Qt, QUrl, Slot
 from PySide6.QtGui import QDesktopServices
@@ -39,6 +47,9 @@ STOPPED_NAME = "20260302-093000-tf_efficientnet_lite0"
 FAILED_NAME = "20260302-150000-convnext_tiny"
 BROKEN_NAME = "20260303-120000-resnet18"
 FOREIGN_NAME = "holiday photos"
+KILLED_NAME = "20260305-090000-tf_efficientnet_lite0"
+ELSEWHERE_NAME = "20260305-100000-tf_efficientnet_lite0"
+EARLIER_NAME = "20260305-080000-tf_efficientnet_lite0"
 
 
 class StopAfterSecondEpoch(Callback):
@@ -111,6 +122,41 @@ def rows(page: RunsPage) -> dict[str, dict[str, str]]:
         name = Path(proxy.index(row, 0).data(RunTableModel.PATH_ROLE)).name
         shown[name] = {header: proxy.index(row, column).data() for column, header in enumerate(RunTableModel.HEADERS)}
     return shown
+
+
+def hand_made_run(data: Path, name: str, status: dict | str) -> Path:
+    """A run folder as a process leaves it three epochs into five: metrics, a last checkpoint, ``status``.
+
+    ``writer.lock`` exists (every writer leaves it) but nobody holds it.
+    """
+    run_dir = project_dir_for(data) / "runs" / name
+    folder = RunFolder.create(run_dir, RunConfig().with_changes(**{"data.path": str(data), "optim.epochs": 5}))
+    folder.write_metrics([{"epoch": epoch, "train_loss": 1.2 / epoch, "val_loss": 1.3 / epoch,
+                           "val_top1": 0.5 + 0.1 * epoch} for epoch in (1, 2, 3)])
+    folder.checkpoint_path("last").write_bytes(b"")  # only its presence matters to the page
+    (run_dir / "writer.lock").touch()
+    folder.status_path.write_text(status if isinstance(status, str) else json.dumps(status))
+    return run_dir
+
+
+def running_status(pid: int, host: str) -> dict:
+    """What ``status.json`` says while a process at ``pid`` on ``host`` writes the run."""
+    return {"state": "running", "epoch": 3, "num_epochs": 5, "pid": pid, "host": host,
+            "started": "2026-03-05T09:00:00", "heartbeat": time.time()}
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended."""
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def status_tip(page: RunsPage, name: str) -> str:
+    for row in range(page.proxy.rowCount()):
+        if Path(page.proxy.index(row, 0).data(RunTableModel.PATH_ROLE)).name == name:
+            return page.proxy.index(row, RunTableModel.COLUMN_STATUS).data(Qt.ItemDataRole.ToolTipRole)
+    raise KeyError(name)
 
 
 def best_value(run_dir: Path) -> float:
@@ -243,11 +289,11 @@ def test_open_run_folder_asks_the_desktop_to_open_its_url(make_page, project: Pa
     assert catcher.urls == [QUrl.fromLocalFile(str(finished))] == [page.run_folder_url()]
 
 
-def test_resume_is_offered_only_for_a_stopped_run_with_a_checkpoint(make_page, project: Path) -> None:
+def test_resume_is_offered_for_a_stopped_or_failed_run(make_page, project: Path) -> None:
     page = make_page(project)
     runs = project_dir_for(project) / "runs"
-    # The failed run failed before its first epoch: it has no checkpoint to resume from.
-    expected = {FINISHED_NAME: False, STOPPED_NAME: True, FAILED_NAME: False, BROKEN_NAME: False, FOREIGN_NAME: False}
+    # The failed run failed before its first epoch: resuming starts it again from its config.
+    expected = {FINISHED_NAME: False, STOPPED_NAME: True, FAILED_NAME: True, BROKEN_NAME: False, FOREIGN_NAME: False}
     for name, resumable in expected.items():
         page.select_runs([runs / name])
         assert page.resume_button.isEnabled() == resumable, name
@@ -265,7 +311,7 @@ def test_a_killed_run_reads_as_interrupted_and_a_long_final_line_is_found(projec
     RunFolder(killed).write_status("running", epoch=4, num_epochs=5)
 
     (summary,) = list_runs(tmp_path)
-    assert (summary.state, summary.has_last_checkpoint) == ("running", True)
+    assert (summary.state, summary.has_last_checkpoint) == ("interrupted", True), "no process holds its lock"
     assert displayed_state(summary, active_run=None) == "interrupted"
     assert displayed_state(summary, active_run=killed) == "running"
 
@@ -273,6 +319,74 @@ def test_a_killed_run_reads_as_interrupted_and_a_long_final_line_is_found(projec
     RunFolder(killed).write_event("run_failed", error_type="RuntimeError", message="CUDA error: out of memory",
                                   traceback="frame\n" * 40_000)
     assert read_run(killed).state == "failed" and read_run(killed).reason == "CUDA error: out of memory"
+
+
+def test_a_run_whose_process_died_shows_as_interrupted_and_resumable(make_page, tmp_path: Path) -> None:
+    data = tmp_path / "clothes"
+    data.mkdir()
+    pid, host = dead_pid(), socket.gethostname()
+    killed = hand_made_run(data, KILLED_NAME, running_status(pid, host))
+    hand_made_run(data, EARLIER_NAME, {"state": "cancelled", "reason": "stop requested", "pid": pid, "host": host})
+    page = make_page(data)
+    page.select_runs([killed])
+
+    assert rows(page)[KILLED_NAME]["Status"] == "interrupted"
+    assert f"(pid {pid} on {host}) ended without finishing the run" in status_tip(page, KILLED_NAME)
+    assert f"Interrupted: its process (pid {pid} on {host})" in page.detail_label.text()
+    assert page.resume_button.isEnabled()
+    save_screenshot(page, "runs_interrupted.png")
+
+
+def test_a_run_another_process_writes_shows_as_running_and_is_not_resumed(
+        make_page, tmp_path: Path, qtbot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gui.pages.runs.page._POLL_INTERVAL_MS", 50)
+    data = tmp_path / "clothes"
+    data.mkdir()
+    run_dir = hand_made_run(data, ELSEWHERE_NAME, running_status(4242, "gpu-box"))
+    other_process = filelock.FileLock(run_dir / "writer.lock")  # a second lock object conflicts, as a process would
+    other_process.acquire()
+    controller = RunController(poll_interval_ms=50)
+    try:
+        page = make_page(data, controller=controller)
+        page.select_runs([run_dir])
+        assert rows(page)[ELSEWHERE_NAME]["Status"] == "running: process 4242 on gpu-box"
+        assert "process 4242 on gpu-box is writing this run, outside this window" in page.detail_label.text()
+        assert not page.resume_button.isEnabled()
+        save_screenshot(page, "runs_running_elsewhere.png")
+        with qtbot.assertNotEmitted(controller.run_started):
+            page.resume_selected()
+
+        other_process.release()  # killed: the page notices on its own
+        qtbot.waitUntil(lambda: rows(page)[ELSEWHERE_NAME]["Status"] == "interrupted", timeout=LIST_TIMEOUT_MS)
+        assert page.resume_button.isEnabled()
+
+        # Another process resumes it between the listing and the click.
+        (run_dir / "status.json").write_text(json.dumps(running_status(5151, "gpu-box")))
+        other_process.acquire()
+        with qtbot.assertNotEmitted(controller.run_started):
+            qtbot.mouseClick(page.resume_button, Qt.MouseButton.LeftButton)
+        assert not controller.is_running
+        assert page.detail_label.text().splitlines()[-1] == (
+            "Not resumed: process 5151 on gpu-box is writing this run; stop it first, or wait for it to end")
+        qtbot.waitUntil(lambda: rows(page)[ELSEWHERE_NAME]["Status"] == "running: process 5151 on gpu-box",
+                        timeout=LIST_TIMEOUT_MS)
+        assert not page.resume_button.isEnabled()
+    finally:
+        other_process.release()
+
+
+def test_a_garbage_status_reads_as_interrupted(make_page, tmp_path: Path) -> None:
+    data = tmp_path / "clothes"
+    data.mkdir()
+    garbled = hand_made_run(data, KILLED_NAME, '{"state": "runn\x00\x00')
+    listed = hand_made_run(data, ELSEWHERE_NAME, "[1, 2]")
+    page = make_page(data)
+
+    for run_dir in (garbled, listed):
+        page.select_runs([run_dir])
+        assert rows(page)[run_dir.name]["Status"] == "interrupted"
+        assert status_tip(page, run_dir.name) == "its process ended without finishing the run; resume it to go on"
+        assert page.resume_button.isEnabled()
 
 
 def test_resuming_the_stopped_run_finishes_it(make_page, project: Path, qtbot) -> None:

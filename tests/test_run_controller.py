@@ -59,6 +59,10 @@ STAND_IN = textwrap.dedent('''
         if event is not None:
             write(event, **payload)
         os._exit(code)  # at once: nothing between the last line and the exit
+    if behaviour == "disk-full":  # no room for run_failed in events.jsonl: the one line on stderr says why
+        sys.stderr.write("error: cannot write last.safetensors: no space left on device (disk /: 0 bytes free)\\n")
+        sys.stderr.flush()
+        os._exit(2)
     if behaviour == "segfault":
         os.kill(os.getpid(), signal.SIGSEGV)
     deadline = time.monotonic() + 60  # never outlive a broken test by long
@@ -189,6 +193,7 @@ def test_the_last_events_are_read_when_the_child_exits_right_after_writing_them(
     ("exit-1", ("failed", "the training process exited with code 1 before it finished")),
     ("exit-0", ("failed", "the training process exited with code 0 before it finished")),
     ("segfault", ("failed", "the training process was killed or crashed (no final event); last checkpoint kept")),
+    ("disk-full", ("failed", "cannot write last.safetensors: no space left on device (disk /: 0 bytes free)")),
 ])
 def test_how_a_run_ended_is_told_by_its_last_event_and_its_exit(
     qtbot: QtBot, make_controller, stand_in: Path, tmp_path: Path, behaviour: str, expected: tuple[str, str]

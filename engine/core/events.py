@@ -385,6 +385,15 @@ class RunCancelled(Event):
 
 @register_event
 @dataclass(frozen=True, kw_only=True)
+class RunRestarted(Event):
+    """A resumed run had no checkpoint to go on from, so it starts again from its own config in its folder."""
+
+    event: ClassVar[str] = "run_restarted"
+    message: str  # why, in a sentence
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True)
 class RunFailed(Event):
     """The run (or lr-find, or sanity check) failed; always its last event."""
 

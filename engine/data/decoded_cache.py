@@ -23,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from engine.core.atomic import raise_injected_fault, storage_error
 from engine.core.paths import project_dir_for
 from engine.data.images import load_rgb
 
@@ -84,6 +85,7 @@ class DecodedCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._reserved = 0  # bytes the splits admitted so far will add
+        self.writable = True  # False after a write failed: a full or read-only disk is not tried per image
 
     def admit(self, split: str, records: Iterable[tuple[str | None, int | None, int | None]], side: int,
               limit: int) -> bool:
@@ -129,21 +131,29 @@ class DecodedCache:
         return Image.frombytes("RGB", size, data[_HEADER.size:])
 
     def put(self, sha256: str, side: int, image: Image.Image) -> None:
-        """Store an RGB image, atomically: a reader sees the whole entry or none."""
+        """Store an RGB image, atomically: a reader sees the whole entry or none.
+
+        The first write that fails (a full, read-only or failing disk) turns writing off for
+        this process, with one warning: the images are then decoded every time, and the run goes on.
+        """
+        if not self.writable:
+            return
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         final = self.path_for(sha256, side)
-        final.parent.mkdir(parents=True, exist_ok=True)
         temp = final.with_name(f"{final.name}.{os.getpid()}-{threading.get_ident()}{TEMP_SUFFIX}")
         header = _HEADER.pack(MAGIC, FORMAT_VERSION, 3, rgb.height, rgb.width)
         try:
+            raise_injected_fault(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
             with open(temp, "wb") as handle:
                 handle.write(header)
                 handle.write(rgb.tobytes())
             # No fsync: an entry lost or cut short by a crash fails its length check and is rebuilt.
             os.replace(temp, final)
         except OSError as error:
-            log.warning("decoded-image cache entry %s not written (%s); the image is decoded again next time",
-                        final, error)
+            self.writable = False
+            log.warning("decoded-image cache %s cannot be written (%s); going on without it, decoding images "
+                        "each time", self.root, storage_error(final, error))
         finally:
             temp.unlink(missing_ok=True)
 

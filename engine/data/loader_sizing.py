@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.core.stop_signals import STOP_SIGNALS
+
 TARGET_RATE_CUDA = 3000.0
 """Images/s a GPU is expected to consume: a small backbone at 224 px with mixed precision on a fast card."""
 
@@ -55,10 +57,6 @@ class LoaderSizing:
             arguments["prefetch_factor"] = self.prefetch_factor
             arguments["worker_init_fn"] = leave_stopping_to_the_trainer
         return arguments
-
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
-"""The signals that ask a run to stop: a scheduler's or systemd's stop, Ctrl+C, a closed terminal."""
 
 
 def leave_stopping_to_the_trainer(_worker_id: int) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from engine.core.config import DataConfig, RunConfig
 from engine.core.errors import CheckpointError, ConfigError, DatasetError
+from engine.core.stop_signals import stops_deferred
 from engine.data.prepare import PreparedDataset, prepare_configured_dataset
 from engine.evaluation.calibration import TemperatureFit, calibrate, save_temperature
 from engine.evaluation.choices import SPLITS
@@ -236,7 +237,8 @@ def _adopt_temperature(loaded: _LoadedModel, fit: TemperatureFit) -> str:
         return f"{described}; applied here but not saved: {where} has no place for it."
     # Fitted on outputs already divided by the saved temperature: the factors multiply.
     total = fit.temperature * loaded.applied_temperature
-    saved = save_temperature(loaded.checkpoint, total)
+    with stops_deferred():  # the checkpoint and its .json copy change together
+        saved = save_temperature(loaded.checkpoint, total)
     return f"{described}; saved as temperature {total:.4g} in {saved}."
 
 

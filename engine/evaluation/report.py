@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from engine.core.errors import TransferStudioError
+from engine.core.stop_signals import stops_deferred
 from engine.evaluation.metrics import Evaluation
 from engine.evaluation.report_html import format_score, render_html
 from engine.evaluation.report_plots import draw_confusion, draw_per_class, draw_reliability, draw_top_losses
@@ -29,6 +30,10 @@ def write_report(
 ) -> Path:
     """Write ``REPORT_FILES`` into ``out_dir`` (created if needed), each atomically.
 
+    Everything is drawn before the first file is written, and a stop signal waits for the last
+    (``engine.core.stop_signals.stops_deferred``): a stop leaves the older report as it was, or
+    finishes the new one.
+
     Args:
         evaluation: what to report.
         out_dir: the report folder.
@@ -40,22 +45,23 @@ def write_report(
         The report folder.
     """
     folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     members = dict(evaluation.members if members is None else members)
     payload = evaluation.to_dict()
     payload["title"] = title
     payload["members"] = {name: member.to_dict(images=False) for name, member in members.items()}
-    atomic_write_json(folder / "report.json", payload)
     plots = {
         "confusion.png": draw_confusion(evaluation),
         "reliability.png": draw_reliability(evaluation),
         "per_class.png": draw_per_class(evaluation),
         "top_losses.png": draw_top_losses(evaluation.top_losses),
     }
-    for name, png in plots.items():
-        atomic_write_bytes(folder / name, png)
-    atomic_write_text(folder / "index.html", render_html(evaluation, title=title, members=members, plots=plots,
-                                                        folder=folder))
+    page = render_html(evaluation, title=title, members=members, plots=plots, folder=folder)
+    with stops_deferred():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "report.json", payload)
+        for name, png in plots.items():
+            atomic_write_bytes(folder / name, png)
+        atomic_write_text(folder / "index.html", page)
     return folder
 
 

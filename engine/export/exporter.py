@@ -22,6 +22,7 @@ import timm
 import torch
 
 from engine.core.errors import CheckpointError, ConfigError
+from engine.core.stop_signals import stops_deferred
 from engine.data.settings import DataSettings
 from engine.evaluation.predict import Predictor
 from engine.export.formats import (
@@ -262,9 +263,9 @@ def _export_format(export_format: ExportFormat, subject: ExportSubject, check: C
     name = export_format.name
     # Process and thread in the name: two exports into one folder never share a staging folder.
     staging = out_dir / f".{name}.staging-{os.getpid()}-{threading.get_ident()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
         started = time.perf_counter()
         metadata = {**shared, "export_format": name}
         path = export_format.write(subject, staging, metadata, opset)
@@ -284,14 +285,16 @@ def _export_format(export_format: ExportFormat, subject: ExportSubject, check: C
             "random_inputs": not check.paths,
         }
         write_metadata(staging, metadata)
-        folder = _publish(staging, out_dir / name)
+        with stops_deferred():
+            folder = _publish(staging, out_dir / name)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with stops_deferred():  # a stop signal must not leave half a staging folder behind
+            shutil.rmtree(staging, ignore_errors=True)
     return FormatExport(name, folder, folder / path.relative_to(staging), difference, export_seconds, check_seconds)
 
 
 def _publish(staging: Path, final: Path) -> Path:
-    """Move a checked export folder into place, replacing an older one."""
+    """Move a checked export folder into place, replacing an older one (not to be cut short by a stop signal)."""
     old = final.with_name(f".{final.name}.old-{os.getpid()}-{threading.get_ident()}")
     if final.exists():
         os.replace(final, old)

@@ -9,6 +9,7 @@ Later epochs, and later runs on the same data, read vectors from the cache.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from engine.data.loader_sizing import size_loader
 from engine.data.loading import ImageDataset, collate_with_failures
 from engine.models.backbones import extract_pooled_features
 
+log = logging.getLogger(__name__)
+
 ImageTransform = Callable[[object], torch.Tensor]
 
 
@@ -41,7 +44,7 @@ class FeatureCache:
         self.space = space
         digest = hashlib.sha256(space.encode()).hexdigest()[:20]
         self.folder = (root or user_cache_dir("features")) / digest
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.writable = True  # False after a write failed: features are then computed every epoch
 
     def path_for(self, file_sha256: str, view: int) -> Path:
         """Where the vector of one image file (by content hash) and view lives."""
@@ -56,8 +59,17 @@ class FeatureCache:
             return None
 
     def put(self, file_sha256: str, view: int, vector: np.ndarray) -> None:
-        """Store one vector atomically."""
-        atomic_write(self.path_for(file_sha256, view), lambda temp: _save_npy(temp, vector))
+        """Store one vector atomically; the first failed write (a full or read-only disk) turns writing off.
+
+        That failure is one warning, not a failed run: the vectors are then computed again when needed.
+        """
+        if not self.writable:
+            return
+        try:
+            atomic_write(self.path_for(file_sha256, view), lambda temp: _save_npy(temp, vector))
+        except OSError as error:
+            self.writable = False
+            log.warning("feature cache %s cannot be written (%s); going on without it", self.folder, error)
 
 
 @dataclass(frozen=True)

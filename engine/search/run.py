@@ -11,13 +11,10 @@ other machines join it with the same ``study`` and ``storage``.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,6 +26,7 @@ from optuna.trial import TrialState
 from engine.core.config import RunConfig, SearchParameter, load_config
 from engine.core.errors import ConfigError, DatasetError, TransferStudioError
 from engine.core.events import SearchFailed, SearchFinished, SearchStarted, StageStarted
+from engine.core.stop_signals import stop_received, stops_caught
 from engine.search.folders import check_study_name, default_study_name, searches_dir
 from engine.search.narrowing import FineSpace
 from engine.search.records import TrialRecord, best_record
@@ -116,26 +114,29 @@ def run_search(
         raise ConfigError(f"--jobs: must be >= 1, got {jobs}")
     if worker and not study:
         raise ConfigError("--worker: needs --study NAME, the study to join")
-    runner = _open_runner(data, config, study=study, storage=storage, trials=trials, echo=echo, log=log,
-                          create=not worker or config is not None)
-    try:
-        for params in enqueue:
-            runner.search.load().enqueue_trial(dict(params), user_attrs={"enqueued": dict(params)},
-                                               skip_if_exists=True)
-        if worker:
-            state = runner.work()
-            done = state == "done" and plan_next(runner.search.trials(), runner.search.config) == "done"
-            return runner.finish(state, report=done)
-        (runner.folder / STOP_FILE).unlink(missing_ok=True)  # a stale stop request from an earlier session
-        runner.announce(jobs)
-        state = runner.work() if jobs == 1 else _run_jobs(runner, jobs)
-        if state != "stopped":
-            state = runner.wait_for_running()
-        return runner.finish(state, report=True)
-    except Exception as error:
-        # The one place a search records its own failure, so that a follower learns how it ended.
-        runner.events.write(SearchFailed.event, error_type=type(error).__name__, message=str(error))
-        raise
+    # A stop signal (SIGTERM, SIGINT, SIGHUP), whenever it comes, is only noted: the search stops
+    # between trials, or the running trial's StopWatcher stops the trial, which comes back "interrupted".
+    with stops_caught():
+        runner = _open_runner(data, config, study=study, storage=storage, trials=trials, echo=echo, log=log,
+                              create=not worker or config is not None)
+        try:
+            for params in enqueue:
+                runner.search.load().enqueue_trial(dict(params), user_attrs={"enqueued": dict(params)},
+                                                   skip_if_exists=True)
+            if worker:
+                state = runner.work()
+                done = state == "done" and plan_next(runner.search.trials(), runner.search.config) == "done"
+                return runner.finish(state, report=done)
+            (runner.folder / STOP_FILE).unlink(missing_ok=True)  # a stale stop request from an earlier session
+            runner.announce(jobs)
+            state = runner.work() if jobs == 1 else _run_jobs(runner, jobs)
+            if state != "stopped":
+                state = runner.wait_for_running()
+            return runner.finish(state, report=True)
+        except Exception as error:
+            # The one place a search records its own failure, so that a follower learns how it ended.
+            runner.events.write(SearchFailed.event, error_type=type(error).__name__, message=str(error))
+            raise
 
 
 def _open_runner(
@@ -193,7 +194,6 @@ class _Runner:
         self.folder = folder
         self.events = events
         self.settings = search.config.search
-        self.signalled: str | None = None
 
     def announce(self, jobs: int) -> None:
         """Write ``search_started`` and the current stage's ``stage_started``."""
@@ -213,36 +213,34 @@ class _Runner:
 
     def work(self) -> str:
         """Run trials until none is left to start (``done``) or a stop (``stopped``)."""
-        with self._signals_caught():
-            while True:
-                if self.stop_requested():
-                    return "stopped"
-                study = self.search.load()
-                fail_lost_trials(study)
-                step = plan_next(study.get_trials(deepcopy=False), self.search.config)
-                if step in ("done", "finishing"):
-                    return "done"
-                if step == "wait":
-                    time.sleep(POLL_SECONDS)
-                    continue
-                space, allowed = self._stage_space(step)
-                study = self.search.load(sampler=SeededRandomSampler(self.settings.seed, allowed), pruner=MedianPruner(
-                    n_startup_trials=self.settings.pruner_startup_trials,
-                    n_warmup_steps=self.settings.pruner_warmup_epochs + 1))  # epochs count from 1
-                if run_trial(study, self.search, step, space, self.folder, self.events) == "interrupted":
-                    return "stopped"
+        while True:
+            if self.stop_requested():
+                return "stopped"
+            study = self.search.load()
+            fail_lost_trials(study)
+            step = plan_next(study.get_trials(deepcopy=False), self.search.config)
+            if step in ("done", "finishing"):
+                return "done"
+            if step == "wait":
+                time.sleep(POLL_SECONDS)
+                continue
+            space, allowed = self._stage_space(step)
+            study = self.search.load(sampler=SeededRandomSampler(self.settings.seed, allowed), pruner=MedianPruner(
+                n_startup_trials=self.settings.pruner_startup_trials,
+                n_warmup_steps=self.settings.pruner_warmup_epochs + 1))  # epochs count from 1
+            if run_trial(study, self.search, step, space, self.folder, self.events) == "interrupted":
+                return "stopped"
 
     def wait_for_running(self) -> str:
         """Wait until trials running elsewhere end (or are found lost); ``finished`` or ``stopped``."""
-        with self._signals_caught():
-            while True:
-                study = self.search.load()
-                fail_lost_trials(study)
-                if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    return "finished"
-                if self.stop_requested():
-                    return "stopped"
-                time.sleep(POLL_SECONDS)
+        while True:
+            study = self.search.load()
+            fail_lost_trials(study)
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                return "finished"
+            if self.stop_requested():
+                return "stopped"
+            time.sleep(POLL_SECONDS)
 
     def finish(self, state: str, *, report: bool) -> SearchResult:
         """Write the report (when asked) and ``search_finished``; returns the result."""
@@ -296,25 +294,7 @@ class _Runner:
 
     def stop_requested(self) -> bool:
         """True after a signal, or once the search folder holds a STOP file."""
-        return self.signalled is not None or (self.folder / STOP_FILE).exists()
-
-    @contextlib.contextmanager
-    def _signals_caught(self) -> Iterator[None]:
-        # Between trials a signal ends the search after the current step; during a trial the
-        # run's own StopWatcher takes over, and the trial comes back "interrupted".
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def caught(number: int, _frame: object) -> None:
-            self.signalled = signal.Signals(number).name
-
-        previous = {number: signal.signal(number, caught) for number in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
+        return stop_received() is not None or (self.folder / STOP_FILE).exists()
 
 
 # --- parallel jobs ---------------------------------------------------------------------------------------
@@ -331,36 +311,26 @@ def _run_jobs(runner: _Runner, jobs: int) -> str:
     context = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // jobs)
     tail = EventTail(events.path, offset=events.path.stat().st_size if events.path.exists() else 0)
-    processes = [
-        context.Process(target=_worker_main, name=f"search-worker-{index + 1}",
-                        args=(search.config.data.path, search.config.to_dict(), search.storage_url, search.name,
-                              threads))
-        for index in range(jobs)
-    ]
-    signalled: list[str] = []
+    processes: list[multiprocessing.process.BaseProcess] = []
 
-    def forward(number: int, _frame: object) -> None:
-        signalled.append(signal.Signals(number).name)
+    def forward(_name: str) -> None:
         for process in processes:
             if process.is_alive():
                 process.terminate()  # SIGTERM: the worker's run stops cleanly and records the trial
 
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = {number: signal.signal(number, forward) for number in (signal.SIGTERM, signal.SIGINT)} \
-        if main_thread else {}
-    try:
-        for process in processes:
-            process.start()
+    with stops_caught(forward):
+        for index in range(jobs):
+            if runner.stop_requested():  # a worker started after the stop would not hear of it
+                break
+            processes.append(context.Process(
+                target=_worker_main, name=f"search-worker-{index + 1}",
+                args=(search.config.data.path, search.config.to_dict(), search.storage_url, search.name, threads)))
+            processes[-1].start()
         while any(process.is_alive() for process in processes):
             _echo_new(tail, events)
             for process in processes:
                 process.join(timeout=0.5 / jobs)
         _echo_new(tail, events)
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    if signalled:
-        return "stopped"
     if runner.stop_requested():
         return "stopped"
     failed = [process.exitcode for process in processes if process.exitcode != 0]
@@ -380,4 +350,5 @@ def _worker_main(data: str, config: dict[str, Any], storage: str, study: str, th
     import torch
 
     torch.set_num_threads(threads)
-    _open_runner(data, RunConfig.from_dict(config), study=study, storage=storage, trials=None, echo=None).work()
+    with stops_caught():
+        _open_runner(data, RunConfig.from_dict(config), study=study, storage=storage, trials=None, echo=None).work()

@@ -236,7 +236,8 @@ def find_learning_rate(
     Writes into the new folder ``out_dir``: ``config.yaml``, ``events.jsonl``
     (``lr_find_started``, one ``lr_find_step`` per step, ``lr_find_finished``;
     ``run_cancelled`` or ``run_failed`` as a training run would), ``status.json``,
-    ``lr_find.csv`` and ``lr_find.png``. A ``STOP`` file or SIGTERM stops it cleanly.
+    ``lr_find.csv`` and ``lr_find.png``. A ``STOP`` file or a stop signal (SIGTERM, SIGINT,
+    SIGHUP) before the sweep's end stops it cleanly: ``run_cancelled``, and no CSV or plot.
 
     Args:
         config: the run's settings; ``config.data.path`` names the dataset.
@@ -294,7 +295,8 @@ def _find_in_folder(
         report=folder.write_event, callbacks=[stop_watcher],
     )
     if curve.ended == "stopped":
-        folder.write_event(RunCancelled.event, step=len(curve.losses), reason="stopped", message="stop requested")
+        folder.write_event(RunCancelled.event, step=len(curve.losses), reason="stopped",
+                           message=stop_watcher.message())
         folder.write_status("cancelled", reason="stopped")
         return LRFinderResult(folder.path, "cancelled", curve)
     suggestion, reason, setting = _suggest(curve, config, start_lr)

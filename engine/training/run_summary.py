@@ -17,6 +17,7 @@ from typing import Any, TypedDict
 
 from engine.core.errors import ConfigError
 from engine.core.events import RunCancelled, RunFailed, RunFinished
+from engine.training.run_lock import writer_alive
 from engine.training.runfolder import RunFolder
 
 RUNS_FOLDER = "runs"
@@ -33,9 +34,9 @@ class RunSummary:
 
     Attributes:
         path: the run folder.
-        state: ``finished``, ``cancelled``, ``failed``, ``running`` (no final event yet, which
-            is also what a killed run looks like), ``unknown`` (nothing written beyond the
-            config) or ``unreadable``.
+        state: ``finished``, ``cancelled``, ``failed``, ``running`` (no final event yet, and a
+            live process writes the folder), ``interrupted`` (no final event, and no process
+            writes it any more: killed, crashed, or a damaged status) or ``unreadable``.
         reason: why a run was cancelled, failed or cannot be read; "" otherwise.
         started: when the run was created (from the folder name, else the config file's time).
         backbone: the timm model name, None when unreadable.
@@ -150,9 +151,13 @@ def _state_of(folder: RunFolder) -> tuple[str, str]:
     if state is not None:
         return state, ""
     status = folder.read_status()
-    if not isinstance(status, dict):
-        return "unknown", "status.json: not a status object"
-    return str(status.get("state", "unknown")), str(status.get("error") or status.get("reason") or "")
+    if writer_alive(folder.path, status):
+        return "running", ""
+    if status.get("state") in TERMINAL_STATES.values():  # its final event was lost (a full disk)
+        return str(status["state"]), str(status.get("error") or status.get("reason") or "")
+    pid, host = status.get("pid"), status.get("host")
+    writer = f" (pid {pid} on {host})" if pid and host else ""
+    return "interrupted", f"its process{writer} ended without finishing the run; resume it to go on"
 
 
 def _last_event(path: Path) -> dict[str, Any] | None:

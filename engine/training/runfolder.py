@@ -6,12 +6,14 @@ Layout::
       config.yaml        the RunConfig that reproduces the run
       events.jsonl       one JSON object per line, flushed per line
       metrics.csv        one row per finished epoch
-      status.json        the latest state, for listing runs without reading events
+      status.json        the latest state, with the writer's pid, host, start and heartbeat
+      writer.lock        locked by the process writing the folder (engine.training.run_lock)
       checkpoints/       best.safetensors + best.json, last.safetensors + last.json
       STOP               written by anyone who wants a clean stop
 
 Everything read whole is written atomically; events are appended a whole line at a
-time and readers only parse lines that end in a newline. Every event is declared in
+time and readers only parse lines that end in a newline (a torn last line, from a power
+cut, is skipped, and ``repair_events`` cuts it off before a resume appends). Every event is declared in
 ``engine.core.events``: writing an undeclared one raises, reading skips one (a newer
 run's). The search folder's ``events.jsonl`` has the same lines. In a distributed run
 one process writes the folder; the others hold an ``attach``-ed view that writes nothing.
@@ -19,26 +21,37 @@ one process writes the folder; the others hold an ``attach``-ed view that writes
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.core.atomic import TEMP_SUFFIX, atomic_write_json, atomic_write_text
+from engine.core.atomic import (
+    TEMP_SUFFIX,
+    atomic_write_json,
+    atomic_write_text,
+    injected_crash,
+    raise_injected_fault,
+    storage_error,
+)
 from engine.core.config import RunConfig, load_config, save_config
 from engine.core.errors import CheckpointError
 from engine.core.events import ENVELOPE, check_record, get_event_type, is_declared
+from engine.training.run_lock import read_status_file, writer_identity, writer_lock
 
 METRIC_COLUMNS = (
     "epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "ema_val_loss", "ema_val_top1",
     "learning_rate", "seconds", "train_skipped", "val_skipped",
 )
 STOP_FILE = "STOP"
+HEARTBEAT_SECONDS = 30.0  # how often a running run rewrites status.json to say it is alive
 
 
 class RunFolder:
@@ -58,6 +71,9 @@ class RunFolder:
         self.checkpoints_dir = self.path / "checkpoints"
         self.stop_path = self.path / STOP_FILE
         self.echo: TextIO | None = None  # a stream that also receives each event line (``--events-only``)
+        self._started = datetime.now().isoformat(timespec="seconds")
+        self._status: dict[str, Any] = {}
+        self._status_time = 0.0
 
     @classmethod
     def create(cls, path: str | Path, config: RunConfig) -> RunFolder:
@@ -126,20 +142,47 @@ class RunFolder:
             self.echo.flush()
         return record
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the folder's writer lock while the block writes it (nothing for an attached view).
+
+        Raises:
+            RunLocked: another live process writes the folder.
+        """
+        if not self.writes:
+            yield
+            return
+        with writer_lock(self.path):
+            yield
+
     def write_status(self, state: str, **details: Any) -> None:
-        """Replace ``status.json`` with the run's current state (running, finished, failed, cancelled)."""
+        """Replace ``status.json`` with the run's current state (running, finished, failed, cancelled).
+
+        The writer's pid, host and start time go with it, and a heartbeat time that
+        ``heartbeat`` renews while the run goes on.
+        """
         if not self.writes:
             return
-        payload = {"state": state, "updated": datetime.now().isoformat(timespec="seconds")}
-        payload.update(details)
+        self._status = {"state": state, **details}
+        self._write_status_file()
+
+    def heartbeat(self) -> None:
+        """Renew the heartbeat of a running run's status, at most every ``HEARTBEAT_SECONDS``."""
+        if self.writes and self._status.get("state") == "running" \
+                and time.monotonic() - self._status_time >= HEARTBEAT_SECONDS:
+            self._write_status_file()
+
+    def _write_status_file(self) -> None:
+        now = time.time()
+        payload = {"state": self._status["state"], "updated": datetime.now().isoformat(timespec="seconds"),
+                   **writer_identity(), "started": self._started, "heartbeat": round(now, 3)}
+        payload.update({key: value for key, value in self._status.items() if key != "state"})
         atomic_write_json(self.status_path, payload)
+        self._status_time = time.monotonic()
 
     def read_status(self) -> dict[str, Any]:
-        """The last written status, or ``{"state": "unknown"}``."""
-        try:
-            return json.loads(self.status_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {"state": "unknown"}
+        """The last written status, or ``{"state": "unknown"}`` (also for a damaged file)."""
+        return read_status_file(self.status_path)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite ``metrics.csv`` with one row per epoch (columns ``METRIC_COLUMNS``)."""
@@ -153,12 +196,21 @@ class RunFolder:
         atomic_write_text(self.metrics_path, buffer.getvalue())
 
     def read_metrics(self) -> list[dict[str, float | None]]:
-        """The rows of ``metrics.csv`` as numbers (None where empty)."""
-        if not self.metrics_path.is_file():
-            return []
-        with open(self.metrics_path, encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        return [{key: float(value) if value else None for key, value in row.items()} for row in rows]
+        """The rows of ``metrics.csv`` as numbers (None where empty); a torn or damaged row is skipped."""
+        return read_metrics_file(self.metrics_path)
+
+    def repair_events(self) -> int:
+        """Cut a torn last line (a power cut mid-append) off ``events.jsonl``; returns the bytes cut."""
+        if not self.writes:
+            return 0
+        try:
+            with open(self.events_path, "rb+") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                keep = _whole_lines_end(handle, size)
+                handle.truncate(keep)
+        except FileNotFoundError:
+            return 0
+        return size - keep
 
     def request_stop(self) -> None:
         """Ask the training process to stop cleanly at the next batch."""
@@ -179,6 +231,37 @@ class RunFolder:
     def checkpoint_path(self, name: str) -> Path:
         """Path of checkpoint ``name`` (``best`` or ``last``), without checking it exists."""
         return self.checkpoints_dir / f"{name}.safetensors"
+
+
+def read_metrics_file(path: Path) -> list[dict[str, float | None]]:
+    """The rows of a ``metrics.csv`` as numbers; a torn last row, or a row that is not numbers, is skipped."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            text = handle.read()
+    except (OSError, ValueError):
+        return []
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # written whole by us, but a copy or a disk may cut it
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        try:
+            rows.append({key: float(value) if value else None for key, value in row.items() if key is not None})
+        except (TypeError, ValueError):
+            continue
+    return rows
+
+
+def _whole_lines_end(handle: Any, size: int) -> int:
+    """The offset just past the file's last newline (0 if it has none), reading back from the end."""
+    position = size
+    while position > 0:
+        step = min(64 * 1024, position)
+        position -= step
+        handle.seek(position)
+        chunk = handle.read(step)
+        if (newline := chunk.rfind(b"\n")) >= 0:
+            return position + newline + 1
+    return 0
 
 
 @dataclass
@@ -271,15 +354,20 @@ def _append_whole_line(path: Path, data: bytes) -> None:
     folder's events, so nobody else's line can follow the fragment. No fsync per line: it
     would slow training, and the page cache survives a killed process.
     """
-    with open(path, "ab", buffering=0) as handle:
-        start = handle.seek(0, os.SEEK_END)
-        try:
-            done = 0
-            while done < len(data):
-                done += handle.write(data[done:])  # a short write returns less; the next one raises
-        except OSError:
-            handle.truncate(start)
-            raise
+    try:
+        raise_injected_fault(path)
+        injected_crash(path)
+        with open(path, "ab", buffering=0) as handle:
+            start = handle.seek(0, os.SEEK_END)
+            try:
+                done = 0
+                while done < len(data):
+                    done += handle.write(data[done:])  # a short write returns less; the next one raises
+            except OSError:
+                handle.truncate(start)
+                raise
+    except OSError as error:
+        raise storage_error(path, error) from error
 
 
 def _format_metric(value: Any) -> str:

@@ -64,6 +64,7 @@ class RunController(QObject):
         self._run_dir: Path | None = None
         self._last_event: dict | None = None
         self._killed_because: str | None = None  # why this controller killed the child, if it did
+        self._last_error: str | None = None  # the child's "error: ..." line on stderr, if it printed one
         self._stop_grace_ms = stop_grace_ms
         self._executable = executable or sys.executable
         self._script = Path(script) if script is not None else MAIN_SCRIPT
@@ -101,6 +102,7 @@ class RunController(QObject):
         self._run_dir = Path(run_dir)
         self._tail = EventTail(self._run_dir / "events.jsonl")
         self._last_event = None
+        self._last_error = None
         self._killed_because = None
         process = QProcess(self)
         process.setProgram(self._executable)
@@ -149,6 +151,8 @@ class RunController(QObject):
         for line in text.splitlines():
             if line.strip():
                 self.output_received.emit(line)
+            if line.startswith("error: "):  # the child's one-line reason, when it could not write its events
+                self._last_error = line.removeprefix("error: ")
 
     def _on_process_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
         self._poll.stop()
@@ -174,4 +178,6 @@ class RunController(QObject):
             if self._killed_because is not None:
                 return "failed", self._killed_because
             return "failed", "the training process was killed or crashed (no final event); last checkpoint kept"
+        if self._last_error is not None:
+            return "failed", self._last_error
         return "failed", f"the training process exited with code {exit_code} before it finished"

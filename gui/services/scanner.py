@@ -53,20 +53,21 @@ def scan_and_save(
 ) -> ScanResult:
     """Scan ``path`` with the engine, using and refreshing its scan cache, and save the report.
 
-    Runs on a worker thread. A read-only data folder still gets a report; it is
-    just neither cached nor saved.
+    Runs on a worker thread. A read-only data folder's project folder is a per-user one
+    (``project_dir_for``); when no project folder can be created, the report is still
+    made, just neither cached nor saved.
 
     Raises:
         engine.core.errors.DatasetError: the folder cannot be used.
         engine.data.health.ScanAborted: ``should_abort()`` returned True.
     """
-    project_dir = _writable_project_dir(path)
+    project_dir, unusable = _writable_project_dir(path)
     cache_file = project_dir / SCAN_CACHE_NAME if project_dir is not None else None
     report = scan_dataset(
         path, cache_file=cache_file, progress=_RateLimited(progress), should_abort=should_abort
     )
     if project_dir is None:
-        return ScanResult(report, None, f"cannot write the project folder {project_dir_for(path)}")
+        return ScanResult(report, None, unusable)
     try:
         _json_path, text_path = report.save(project_dir)
     except OSError as error:
@@ -159,16 +160,19 @@ def describe_scan_error(error: BaseException) -> str:
     return f"The scan stopped on an unexpected error ({type(error).__name__}: {error})."
 
 
-def _writable_project_dir(path: Path) -> Path | None:
+def _writable_project_dir(path: Path) -> tuple[Path | None, str | None]:
+    """The project folder, created if need be; else None and why not (None too when the data is missing)."""
     # Never create anything when the data folder itself is missing: the engine reports that.
     if not path.exists():
-        return None
+        return None, None
     project_dir = project_dir_for(path)
     try:
-        project_dir.mkdir(exist_ok=True)
-    except OSError:
-        return None
-    return project_dir
+        # A per-user project folder's parents may not exist yet.
+        project_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return None, (f"cannot create the project folder {project_dir} ({error.strerror or error}); "
+                      "choose another on the Project page")
+    return project_dir, None
 
 
 class _RateLimited:

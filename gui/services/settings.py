@@ -1,4 +1,4 @@
-"""The GUI's saved UI state (window geometry, splitters, last folder, recent projects) in ``QSettings``.
+"""The GUI's saved UI state (window geometry, splitters, last project, recent projects) in ``QSettings``.
 
 Only UI state lives here, under constant keys. ``LAYOUT_VERSION`` is bumped when
 the window's layout changes shape, so that state saved by an older layout is
@@ -20,7 +20,7 @@ KEY_LAYOUT_VERSION = "layout/version"
 KEY_WINDOW_GEOMETRY = "main_window/geometry"
 KEY_WINDOW_STATE = "main_window/state"
 KEY_DATA_SPLITTER = "data_page/splitter"
-KEY_LAST_DATA_FOLDER = "recent/last_data_folder"
+KEY_LAST_PROJECT = "recent/last_data_folder"  # the data folder or CSV opened last, reopened at start
 KEY_RECENT_PROJECTS = "recent/projects"
 
 MAX_RECENT_PROJECTS = 10
@@ -50,6 +50,12 @@ def read_text(settings: QSettings, key: str) -> str | None:
     """Return a saved string, or None if absent or empty."""
     value = settings.value(key)
     return value if isinstance(value, str) and value else None
+
+
+def read_last_project(settings: QSettings) -> Path | None:
+    """The project (data folder or CSV) opened last, or None if none was; it may no longer exist."""
+    text = read_text(settings, KEY_LAST_PROJECT)
+    return Path(text) if text is not None else None
 
 
 def read_recent_projects(settings: QSettings) -> list[Path]:

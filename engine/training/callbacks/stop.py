@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
 from collections.abc import Iterator
 
-from engine.data.loader_sizing import STOP_SIGNALS
+from engine.core.stop_signals import stop_received, stops_caught
 from engine.training.callback import Callback, CancelEpoch, CancelFit, LoopState
 from engine.training.distributed import SINGLE_PROCESS, DistributedContext
 from engine.training.runfolder import RunFolder
@@ -24,6 +22,7 @@ class StopWatcher(Callback):
 
     Signals are caught only inside ``installed()``, which the run wraps around all of
     its work, so a stop during feature extraction is as clean as one during an epoch.
+    A second signal changes nothing: the checkpoint of the stop is written whole.
 
     In a distributed run the ranks agree at the loop's sync points and at the end of
     each epoch (any rank's signal, rank 0's ``STOP`` file), so that all of them stop at
@@ -48,25 +47,26 @@ class StopWatcher(Callback):
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        """Catch the stop signals (SIGTERM, SIGINT, SIGHUP) while the block runs (main thread only, else a no-op)."""
-        if threading.current_thread() is not threading.main_thread():
+        """Catch the stop signals (SIGTERM, SIGINT, SIGHUP) while the block runs (main thread only, else a no-op).
+
+        See ``engine.core.stop_signals.stops_caught``.
+        """
+        with stops_caught(self._on_signal):
+            # A signal that came just before (a search, between its check and this trial) stops this run too.
+            self.signalled = self.signalled or stop_received()
             yield
-            return
-        previous = {number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
 
     def check(self) -> None:
         """Raise ``CancelFit`` if a stop was asked for."""
-        if self.signalled:
-            raise CancelFit("stopped", f"{self.signalled} received")
-        if self.run_folder.stop_requested():
-            raise CancelFit("stopped", "stop requested")
+        if self.signalled or self.run_folder.stop_requested():
+            raise CancelFit("stopped", self.message())
+
+    def message(self) -> str:
+        """What asked for the stop, in words: ``SIGTERM received``, else ``stop requested`` (the ``STOP`` file)."""
+        return f"{self.signalled} received" if self.signalled else "stop requested"
 
     def before_batch(self, state: LoopState) -> None:
+        self.run_folder.heartbeat()
         if not self.distributed.enabled:
             self.check()
         elif not state.training and self._stop_code():
@@ -94,5 +94,5 @@ class StopWatcher(Callback):
         if code:
             raise CancelFit("stopped", _STOP_MESSAGES[code])
 
-    def _on_signal(self, number: int, _frame: object) -> None:
-        self.signalled = signal.Signals(number).name
+    def _on_signal(self, name: str) -> None:
+        self.signalled = name

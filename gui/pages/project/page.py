@@ -2,7 +2,8 @@
 
 A project is a data folder (or a CSV of labels); choosing one, by button, file
 dialog, drag and drop or the recent list, emits ``project_chosen`` and puts it first
-in the recent projects kept in ``QSettings``. The page opens nothing itself.
+in the recent projects kept in ``QSettings``. The page opens nothing itself. Its
+``ProjectFolderPanel`` shows, and moves, the open project's folder of runs.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from PySide6.QtWidgets import (
 )
 
 from gui.pages.base import Page, PageContext
+from gui.pages.project.location import ProjectFolderPanel
 from gui.services import settings as ui_settings
+from gui.services.run_controller import RunController
 from gui.style import severity_color
 
 DEMO_PROJECT = Path(__file__).resolve().parents[3] / "resources" / "demo"
@@ -45,8 +48,8 @@ HOW_IT_WORKS = (
     "<li><b>Train and compare.</b> A network pretrained on millions of photos learns your classes "
     "from a few dozen examples each; every run is kept, so you can compare and resume them.</li>"
     "</ol>"
-    "<p>A project is just its data folder: its runs, health report and caches live in "
-    "<code>DATA/.transfer-studio</code> beside your images, which are never changed.</p>"
+    "<p>A project is just its data folder: runs, health report and caches go in "
+    "<code>DATA/.transfer-studio</code> (or a folder you choose); your images are never changed.</p>"
 )
 
 
@@ -56,14 +59,17 @@ class ProjectPage(Page):
     Args:
         settings: where the recent projects are kept; tests pass a private file.
         parent: the parent widget.
+        controller: the window's training runs; the project folder is not moved under a running one.
     """
 
     title = "Project"
     icon = QStyle.StandardPixmap.SP_DirHomeIcon
 
     project_chosen = Signal(object)  # Path of the data folder or CSV the user chose
+    project_folder_changed = Signal()  # the open project's folder of runs is now another one
 
-    def __init__(self, settings: QSettings, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: QSettings, parent: QWidget | None = None,
+                 controller: RunController | None = None) -> None:
         super().__init__(parent)
         self._settings = settings
         self._dialog: QFileDialog | None = None
@@ -101,6 +107,8 @@ class ProjectPage(Page):
         self.message_label = QLabel(self)
         self.message_label.setWordWrap(True)
         self.message_label.hide()
+        self.folder_panel = ProjectFolderPanel(controller, self)
+        self.folder_panel.folder_changed.connect(self.project_folder_changed)
         recent_title = QLabel("Recent projects", self)
         recent_title.setFont(_scaled_font(recent_title.font(), 1.15, bold=True))
         self.recent_list = QListWidget(self)
@@ -137,8 +145,8 @@ class ProjectPage(Page):
         how_column.addStretch(1)
         bottom = QHBoxLayout()
         bottom.setSpacing(16)
-        bottom.addLayout(recent_column, 3)
-        bottom.addLayout(how_column, 2)
+        bottom.addLayout(recent_column, 1)
+        bottom.addLayout(how_column, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 20, 24, 16)
         layout.setSpacing(10)
@@ -147,6 +155,7 @@ class ProjectPage(Page):
         layout.addSpacing(6)
         layout.addLayout(cards)
         layout.addWidget(self.message_label)
+        layout.addWidget(self.folder_panel)
         layout.addSpacing(6)
         layout.addLayout(bottom, 1)
         self.refresh_recent()
@@ -159,23 +168,25 @@ class ProjectPage(Page):
         """Choose a data folder or CSV: emit ``project_chosen`` and remember it; False (and why, on the page) if not."""
         project = Path(path).expanduser().resolve()
         if not project.exists():
-            self._show_message(f"“{project}” is not there any more: it was moved, renamed or deleted.")
+            self.show_message(f"“{project}” is not there any more: it was moved, renamed or deleted.")
             return False
         if project.is_file() and project.suffix.lower() != ".csv":
-            self._show_message(f"“{project.name}” is a file: choose a folder of class folders, or a CSV of labels.")
+            self.show_message(f"“{project.name}” is a file: choose a folder of class folders, or a CSV of labels.")
             return False
-        self._show_message("")
+        self.show_message("")
         self.set_project(project)
         self.project_chosen.emit(project)
         return True
 
     @classmethod
     def create(cls, context: PageContext, parent: QWidget | None = None) -> ProjectPage:  # type: ignore[override]
-        return cls(context.settings, parent)
+        return cls(context.settings, parent, context.controller)
 
     def set_project(self, folder: str | Path) -> None:
-        """Put the project just opened (here, by the File menu, a drop on the window) first in the recent list."""
+        """Show the project just opened (here, by the File menu, a drop on the window), first in the recent list."""
         project = Path(folder).expanduser().resolve()
+        self.show_message("")  # what it said was about the project before
+        self.folder_panel.set_data_path(project)
         if project != DEMO_PROJECT:  # the demo has its own button; the list is for the user's projects
             ui_settings.add_recent_project(self._settings, project)
             self.refresh_recent()
@@ -212,6 +223,12 @@ class ProjectPage(Page):
         self.recent_list.setVisible(bool(projects))
         self.recent_empty_label.setVisible(not projects)
 
+    def show_message(self, text: str, severity: str = "warning") -> None:
+        """One line under the ways in (why a project did not open); empty hides it."""
+        self.message_label.setText(text)
+        self.message_label.setStyleSheet(f"color: {severity_color(severity, self.palette()).name()};")
+        self.message_label.setVisible(bool(text))
+
     # Qt event handlers ---------------------------------------------------------------------------
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -220,10 +237,10 @@ class ProjectPage(Page):
             event.ignore()
             return
         event.acceptProposedAction()
-        self._show_message(f"Drop to open “{dropped.name}”.", severity="info")
+        self.show_message(f"Drop to open “{dropped.name}”.", severity="info")
 
     def dragLeaveEvent(self, event: QDragLeaveEvent) -> None:
-        self._show_message("")
+        self.show_message("")
         super().dragLeaveEvent(event)
 
     def dropEvent(self, event: QDropEvent) -> None:
@@ -248,11 +265,6 @@ class ProjectPage(Page):
         dialog.destroyed.connect(self._on_dialog_destroyed)
         self._dialog = dialog
         dialog.open()  # window-modal, but returns at once: no nested event loop
-
-    def _show_message(self, text: str, severity: str = "warning") -> None:
-        self.message_label.setText(text)
-        self.message_label.setStyleSheet(f"color: {severity_color(severity, self.palette()).name()};")
-        self.message_label.setVisible(bool(text))
 
     def _on_recent_list_item_clicked(self, item: QListWidgetItem) -> None:
         # A double click also ends in a second click; one click already opened the project.

@@ -3,7 +3,8 @@
 The project's run folders are read on a pool thread (``engine.training.run_summary``); selecting
 runs overlays their validation accuracy and loss per epoch. One selected run can be
 opened in the file manager, resumed through the ``RunController``, or have its
-config loaded into the forms.
+config loaded into the forms. A run another process writes shows as running and is
+re-read every few seconds until it ends; resuming it is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PySide6.QtCore import (
     QUrl,
     Signal,
 )
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -35,14 +36,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.core.errors import ConfigError
+from engine.core.errors import ConfigError, RunLocked
 from engine.core.events import EpochFinished, RunStarted
 from engine.core.paths import project_dir_for
+from engine.training.run_lock import check_unlocked
 from engine.training.run_summary import RunSummary, list_runs, runs_folder
 from engine.training.runfolder import RunFolder
 from gui.pages.base import Page, PageContext
 from gui.pages.runs.run_curves import RunCurves
-from gui.pages.runs.run_table import INTERRUPTED_TIP, RESUMABLE_STATES, RunTableModel
+from gui.pages.runs.run_table import RESUMABLE_STATES, RunTableModel
 from gui.services.config_state import ConfigState
 from gui.services.run_controller import RunController
 from gui.services.workers import Worker, run_in_thread_pool
@@ -50,6 +52,7 @@ from gui.widgets.message_panel import MessageStack
 from gui.widgets.page_header import PageHeader
 
 _REFRESH_DELAY_MS = 500  # progress events of a run arrive in bursts; one re-read per burst is enough
+_POLL_INTERVAL_MS = 5000  # how often a run another process writes is re-read; it sends this window no events
 
 
 class RunsPage(Page):
@@ -83,6 +86,9 @@ class RunsPage(Page):
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(_REFRESH_DELAY_MS)
         self._refresh_timer.timeout.connect(self.refresh)
+        self._poll_timer = QTimer(self)
+        self._poll_timer.setInterval(_POLL_INTERVAL_MS)
+        self._poll_timer.timeout.connect(self._on_poll_timer_timeout)
 
         self.header = PageHeader(self.title, "Read the project's run folders again", self)
         self.header.refresh_clicked.connect(self.refresh)
@@ -113,7 +119,8 @@ class RunsPage(Page):
         self.open_folder_button.setToolTip("Show the run's files (config, metrics, checkpoints) in the file manager")
         self.open_folder_button.clicked.connect(self.open_run_folder)
         self.resume_button = QPushButton("Resume", self)
-        self.resume_button.setToolTip("Continue a stopped or failed run from its last checkpoint, with its own config")
+        self.resume_button.setToolTip("Continue a stopped, failed or interrupted run from its last checkpoint, "
+                                      "with its own config (one stopped before its first checkpoint starts again)")
         self.resume_button.clicked.connect(self.resume_selected)
         self.load_config_button = QPushButton("Load config into forms", self)
         self.load_config_button.setToolTip("Put this run's settings into the training forms, to repeat or vary it")
@@ -154,6 +161,7 @@ class RunsPage(Page):
             self.model.set_runs([])
             self._on_table_selection_changed()  # no curves of the previous project meanwhile
         if project_dir is None:
+            self._poll_timer.stop()
             self.header.summary_label.clear()
             self._stack.show_message("No project open", "Open a data folder on the Project page; its runs appear here.")
             self.runs_listed.emit([])
@@ -191,9 +199,19 @@ class RunsPage(Page):
             QDesktopServices.openUrl(url)
 
     def resume_selected(self) -> None:
-        """Continue the selected cancelled, failed or interrupted run from its last checkpoint."""
+        """Continue the selected cancelled, failed or interrupted run from its last checkpoint.
+
+        A run that another process has started writing since the listing is refused, with
+        a line naming that process, and the runs are read again.
+        """
         run = self._single_selected()
         if run is None or not self._can_resume(run):
+            return
+        try:
+            check_unlocked(run.path)
+        except RunLocked as error:
+            self.detail_label.setText(f"{run.path}\nNot resumed: {str(error).removeprefix(f'{run.path}: ')}")
+            self.refresh()
             return
         self._controller.start("train", ["--resume", str(run.path)], run.path)
 
@@ -212,6 +230,11 @@ class RunsPage(Page):
         self.config_loaded.emit(run.path)
 
     # Qt event handlers ---------------------------------------------------------------------------
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._worker is None:  # runs may have ended, or been resumed elsewhere, while the page was hidden
+            self.refresh()
 
     def changeEvent(self, event: QEvent) -> None:
         if event.type() == QEvent.Type.PaletteChange:
@@ -245,8 +268,8 @@ class RunsPage(Page):
         return runs[0] if len(runs) == 1 else None
 
     def _can_resume(self, run: RunSummary) -> bool:
-        return (not self._controller.is_running and run.has_last_checkpoint
-                and self.model.state_of(run) in RESUMABLE_STATES)
+        # A run without a checkpoint resumes too: it starts again from its own config.
+        return not self._controller.is_running and self.model.state_of(run) in RESUMABLE_STATES
 
     def _update_actions(self) -> None:
         runs = self.selected_runs()
@@ -260,7 +283,7 @@ class RunsPage(Page):
                 else "Select a run to see its curves; select several (Ctrl or Shift) to compare them.")
             return
         state = self.model.state_of(run)
-        why = INTERRUPTED_TIP if state == "interrupted" else run.reason
+        why = self.model.detail_of(run)
         self.detail_label.setText(f"{run.path}\n{state.capitalize()}" + (f": {why}" if why else "."))
 
     def _refresh_soon(self) -> None:
@@ -286,6 +309,10 @@ class RunsPage(Page):
             selected = [newest.path]  # a newly opened project shows its latest run's curves
         self._select_newest = False
         self.select_runs(selected)
+        if self.model.runs_elsewhere():
+            self._poll_timer.start()
+        else:
+            self._poll_timer.stop()
         self.header.summary_label.setText(_summary_text(runs, self._project_dir))
         self.header.summary_label.setToolTip(str(runs_folder(self._project_dir)))
         if runs:
@@ -302,6 +329,10 @@ class RunsPage(Page):
         self._worker = None
         self._stack.show_message("Cannot read the runs", str(error), icon=QStyle.StandardPixmap.SP_MessageBoxCritical)
         self.runs_listed.emit([])
+
+    def _on_poll_timer_timeout(self) -> None:
+        if self.isVisible():
+            self.refresh()
 
     def _on_table_selection_changed(self) -> None:
         self.model.set_curve_colors(self.curves.show_runs(self.selected_runs()))

@@ -1,6 +1,8 @@
 """The runs table's model: one row per run folder, with state, progress and best accuracy.
 
-Rows show a colour swatch matching the run's curves (``gui.pages.runs.run_curves``).
+Rows show a colour swatch matching the run's curves (``gui.pages.runs.run_curves``). A run
+that another process writes (a command line, another window) shows as running, with that
+process's pid and host.
 """
 
 from __future__ import annotations
@@ -19,22 +21,25 @@ from PySide6.QtWidgets import (
 )
 
 from engine.training.run_summary import RunSummary
+from engine.training.runfolder import RunFolder
 from gui.style import ok_color, severity_color
 from gui.widgets.model_chooser import MODE_NAMES
 
 RESUMABLE_STATES = ("cancelled", "failed", "interrupted")
-INTERRUPTED_TIP = (
-    "The run has no final event: its process was killed or crashed, or it is still running outside this window."
-)
 
 
 def displayed_state(run: RunSummary, active_run: Path | None) -> str:
-    """The state the table shows: the files' state, except that only the controller's run is ``running``."""
+    """The state the table shows: the summary's, and ``running`` for the controller's run from its start on."""
     if active_run is not None and run.path == active_run:
-        return "running"
-    if run.state in ("running", "unknown"):
-        return "interrupted"
+        return "running"  # before its child takes the writer lock, the folder may still read as stopped
     return run.state
+
+
+def writer_of(run_dir: Path) -> str:
+    """Who writes a running run, as its ``status.json`` says: "process 4242 on gpu-box", or "another process"."""
+    status = RunFolder(run_dir).read_status()
+    pid, host = status.get("pid"), status.get("host")
+    return f"process {pid} on {host}" if pid and host else "another process"
 
 
 class RunTableModel(QAbstractTableModel):
@@ -48,6 +53,7 @@ class RunTableModel(QAbstractTableModel):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._runs: list[RunSummary] = []
+        self._writers: dict[Path, str] = {}  # writer_of each running run, read once per listing, not per paint
         self._active_run: Path | None = None
         self._colors: dict[Path, QColor] = {}
         self._palette = QPalette()
@@ -56,6 +62,7 @@ class RunTableModel(QAbstractTableModel):
         """Show these runs."""
         self.beginResetModel()
         self._runs = list(runs)
+        self._writers = {run.path: writer_of(run.path) for run in runs if run.state == "running"}
         self.endResetModel()
 
     def set_active_run(self, path: Path | None) -> None:
@@ -80,6 +87,18 @@ class RunTableModel(QAbstractTableModel):
     def state_of(self, run: RunSummary) -> str:
         """The state shown for ``run``."""
         return displayed_state(run, self._active_run)
+
+    def runs_elsewhere(self) -> bool:
+        """Whether a listed run is running in a process other than the controller's."""
+        return any(self.state_of(run) == "running" and run.path != self._active_run for run in self._runs)
+
+    def detail_of(self, run: RunSummary) -> str:
+        """Why ``run`` is in the state shown: who writes a running run, else the summary's reason."""
+        if self.state_of(run) != "running":
+            return run.reason
+        if run.path == self._active_run:
+            return "this window is training it"
+        return f"{self._writers.get(run.path, 'another process')} is writing this run, outside this window"
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._runs)
@@ -124,6 +143,8 @@ class RunTableModel(QAbstractTableModel):
         if column == self.COLUMN_BEST:
             return f"{run.best_val_top1:.1%}" if run.best_val_top1 is not None else "—"
         state = self.state_of(run)
+        if state == "running" and run.path != self._active_run:
+            return f"running: {self._writers.get(run.path, 'another process')}"
         return f"{state}: {run.reason}" if run.reason and state in ("cancelled", "failed", "unreadable") else state
 
     def _sort_key(self, run: RunSummary, column: int) -> object:
@@ -138,10 +159,7 @@ class RunTableModel(QAbstractTableModel):
     def _tooltip(self, run: RunSummary, column: int) -> str:
         if column != self.COLUMN_STATUS:
             return str(run.path)
-        state = self.state_of(run)
-        if state == "interrupted":
-            return INTERRUPTED_TIP
-        return run.reason or state
+        return self.detail_of(run) or self.state_of(run)
 
     def _status_color(self, state: str) -> QColor | None:
         if state == "finished":
