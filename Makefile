@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(PY) -m bench.feature_cache
 	$(PY) -m bench.augment_throughput
 	$(PY) -m bench.window_start
+	$(PY) -m bench.label_noise
 
 # Mutation testing of the modules in pyproject's [tool.mutmut] (tens of minutes; not in CI).
 mutants: $(STAMP)

@@ -25,6 +25,7 @@ from cli import (
     lr_find,
     predict,
     preview,
+    review,
     sanity,
     scan,
     search,
@@ -35,8 +36,8 @@ from engine.core.errors import TransferStudioError
 
 # In the order ``main.py --help`` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
-    scan, train, lr_find, sanity, preview, predict, evaluate, export, ensemble, cam, search, config, doctor, backbones,
-    cache,
+    scan, review, train, lr_find, sanity, preview, predict, evaluate, export, ensemble, cam, search, config, doctor,
+    backbones, cache,
 )
 
 
