@@ -18,6 +18,7 @@ from demo_photos import copy_demo
 from PIL import Image, ImageDraw
 
 from engine.review import FINDING_KINDS, ReviewReport, review_dataset
+from engine.review.features import review_features
 
 ROOT = Path(__file__).resolve().parents[1]
 FLIPPED_SHARE = 0.1
@@ -145,3 +146,14 @@ def test_cli_refuses_missing_data_in_one_line(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
+
+
+def test_a_damaged_photo_is_named_and_skipped(tmp_path: Path) -> None:
+    data = copy_demo(tmp_path / "photos", classes=3, per_class=6)
+    damaged = sorted((data / "bag").glob("*.png"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:200])  # the header reads, the pixels do not
+
+    features = review_features(data)
+
+    assert damaged not in features.paths and len(features.paths) == 17
+    assert [note for note in features.notes if note.startswith(f"{damaged}: ")], features.notes

@@ -73,7 +73,10 @@ def review_features(
     dataset = prepare_dataset(data_path, val_fraction=defaults.val_fraction, test_fraction=defaults.test_fraction,
                               seed=defaults.split_seed)
     class_index = {name: index for index, name in enumerate(dataset.classes)}
-    records, splits, notes = [], [], []
+    records, splits = [], []
+    # Files the scan left out (unreadable, damaged, exact copies...) are named, with the scan's reason.
+    notes = [f"{path}: {problem.message}; skipped" for problem in dataset.report.problems if problem.excluded
+             for path in problem.paths]
     for split, split_records in dataset.splits.items():
         for record in split_records:
             if record.label not in class_index:
