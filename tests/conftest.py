@@ -143,3 +143,24 @@ def user_settings_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for scope in (QSettings.Scope.UserScope, QSettings.Scope.SystemScope):
             QSettings.setPath(settings_format, scope, str(folder))
     return folder
+
+
+MAIN_WINDOW_SCAN_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def main_windows(qtbot, qapp) -> Iterator[list]:
+    """Main windows a test made (it appends them), in the app's style; closed after it once their scans stopped."""
+    from PySide6.QtWidgets import QApplication
+
+    from gui.style import apply_style
+
+    apply_style(qapp)
+    made: list = []
+    yield made
+    for window in made:
+        window.close()
+        # Scans are aborted on close; let their threads end before tmp_path goes.
+        assert window.scanner.wait_for_done(MAIN_WINDOW_SCAN_TIMEOUT_MS)
+        window.deleteLater()
+    QApplication.processEvents()

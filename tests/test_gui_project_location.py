@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from demo_photos import copy_demo
 from PySide6.QtCore import QSettings, QSize
-from PySide6.QtWidgets import QApplication
 from screenshots import SCREENSHOT_DIR
 
 import main
@@ -24,7 +23,6 @@ from gui.main_window import MainWindow
 from gui.pages import ProjectPage, RunsPage
 from gui.services import settings as ui_settings
 from gui.services.run_controller import RunController
-from gui.style import apply_style
 
 SCAN_TIMEOUT_MS = 30_000
 
@@ -46,23 +44,10 @@ def data(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def windows(qtbot, qapp) -> Iterator[list[MainWindow]]:
-    """Main windows a test made, closed after it once their scans have stopped."""
-    apply_style(qapp)
-    made: list[MainWindow] = []
-    yield made
-    for window in made:
-        window.close()
-        assert window.scanner.wait_for_done(SCAN_TIMEOUT_MS)
-        window.deleteLater()
-    QApplication.processEvents()
-
-
-@pytest.fixture
-def make_window(qtbot, windows: list[MainWindow], tmp_path: Path) -> Callable[[], MainWindow]:
+def make_window(qtbot, main_windows: list[MainWindow], tmp_path: Path) -> Callable[[], MainWindow]:
     def make() -> MainWindow:
         window = MainWindow(QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat))
-        windows.append(window)
+        main_windows.append(window)
         window.resize(QSize(1100, 700))
         window.show()
         qtbot.waitExposed(window)
@@ -174,19 +159,19 @@ def test_an_unwritable_data_folder_gets_a_per_user_project_folder_and_says_why(
     assert window.grab().save(str(SCREENSHOT_DIR / "project_folder.png"))
 
 
-def test_the_app_reopens_the_last_project(qtbot, windows: list[MainWindow], user_settings: QSettings,
+def test_the_app_reopens_the_last_project(qtbot, main_windows: list[MainWindow], user_settings: QSettings,
                                           data: Path) -> None:
     user_settings.setValue(ui_settings.KEY_LAST_PROJECT, str(data))
     user_settings.sync()
 
     window = app.open_main_window()
-    windows.append(window)
+    main_windows.append(window)
     assert window.dataset_path == data
     assert not window.page(ProjectPage).message_label.isVisible()
     qtbot.waitSignal(window.scan_finished, timeout=SCAN_TIMEOUT_MS).wait()
 
 
-def test_a_gone_last_project_opens_the_demo_and_says_so(qtbot, windows: list[MainWindow], user_settings: QSettings,
+def test_a_gone_last_project_opens_the_demo_and_says_so(qtbot, main_windows: list[MainWindow], user_settings: QSettings,
                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     demo = copy_demo(tmp_path / "demo", classes=2, per_class=4).resolve()
     monkeypatch.setattr(app, "DEMO_PROJECT", demo)  # the bundled demo's project folder must stay untouched
@@ -195,7 +180,7 @@ def test_a_gone_last_project_opens_the_demo_and_says_so(qtbot, windows: list[Mai
     user_settings.sync()
 
     window = app.open_main_window()
-    windows.append(window)
+    main_windows.append(window)
     page = window.page(ProjectPage)
     assert window.dataset_path == demo
     assert page.isVisible()
@@ -209,13 +194,13 @@ def test_a_gone_last_project_opens_the_demo_and_says_so(qtbot, windows: list[Mai
     qtbot.waitSignal(window.scan_finished, timeout=SCAN_TIMEOUT_MS).wait()
 
 
-def test_the_first_start_opens_the_demo_silently(qtbot, windows: list[MainWindow], user_settings: QSettings,
+def test_the_first_start_opens_the_demo_silently(qtbot, main_windows: list[MainWindow], user_settings: QSettings,
                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     demo = copy_demo(tmp_path / "demo", classes=2, per_class=4).resolve()
     monkeypatch.setattr(app, "DEMO_PROJECT", demo)
 
     window = app.open_main_window()
-    windows.append(window)
+    main_windows.append(window)
     assert window.dataset_path == demo
     assert not window.page(ProjectPage).message_label.isVisible()
     qtbot.waitSignal(window.scan_finished, timeout=SCAN_TIMEOUT_MS).wait()

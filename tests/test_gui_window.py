@@ -7,7 +7,7 @@ tests wait on the window's own signals.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from gui.pages import DataPage
 from gui.pages.data.class_table import ClassTableModel
 from gui.pages.data.health_view import KEPT_TEXT, LEFT_OUT_TEXT, problem_title
 from gui.services.settings import KEY_LAYOUT_VERSION, KEY_WINDOW_GEOMETRY, LAYOUT_VERSION
-from gui.style import apply_style, create_palette, is_dark
+from gui.style import create_palette, is_dark
 
 SCAN_TIMEOUT_MS = 30_000
 SCREENSHOT_SIZE = QSize(1100, 700)
@@ -42,25 +42,17 @@ def ui_settings(tmp_path: Path) -> QSettings:
 
 
 @pytest.fixture
-def make_main_window(qtbot, qapp, ui_settings: QSettings) -> Iterator[Callable[..., MainWindow]]:
-    """Build shown main windows (optionally on given settings); close them all after the test."""
-    apply_style(qapp)
-    windows: list[MainWindow] = []
+def make_main_window(qtbot, main_windows: list[MainWindow], ui_settings: QSettings) -> Callable[..., MainWindow]:
+    """Build shown main windows (optionally on given settings); closed after the test (conftest's main_windows)."""
 
     def make(settings: QSettings | None = None) -> MainWindow:
         window = MainWindow(settings if settings is not None else ui_settings)
-        windows.append(window)
+        main_windows.append(window)
         window.show()
         qtbot.waitExposed(window)
         return window
 
-    yield make
-    for window in windows:
-        window.close()
-        # Scans are aborted on close; let their threads end before tmp_path goes.
-        assert window.scanner.wait_for_done(SCAN_TIMEOUT_MS)
-        window.deleteLater()
-    QApplication.processEvents()
+    return make
 
 
 def draw_image(path: Path, seed: int, size: tuple[int, int] = (64, 64)) -> None:

@@ -21,6 +21,7 @@ import errno
 import fnmatch
 import json
 import os
+import re
 import shutil
 import signal
 import threading
@@ -62,10 +63,21 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         os.replace(temp, final)
     except OSError as error:
         raise storage_error(final, error) from error
+    except Exception as error:
+        # Some writers (safetensors) report the OS's error as an exception of their own, with its code in the text.
+        if (code := _os_error_code(error)) in STORAGE_ERRNOS:
+            raise storage_error(final, OSError(code, os.strerror(code))) from error
+        raise
     finally:
         temp.unlink(missing_ok=True)
     _fsync_directory(final.parent)
     return final
+
+
+def _os_error_code(error: Exception) -> int | None:
+    """The errno a library wrote into its own exception's text (``os error 28``, ``code: 28``), if any."""
+    found = re.search(r"(?:os error|code:) (\d+)", str(error))
+    return int(found[1]) if found else None
 
 
 def raise_injected_fault(path: str | Path) -> None:

@@ -11,8 +11,6 @@ checkpoint and reading its metadata needs no torch: ``engine.models.checkpoint_m
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from engine.core.atomic import STORAGE_ERRNOS, atomic_write, atomic_write_json, storage_error
+from engine.core.atomic import atomic_write, atomic_write_json
 from engine.core.errors import CheckpointError
 from engine.models.checkpoint_metadata import (
     FORMAT_VERSION,
@@ -91,10 +89,7 @@ def save_checkpoint(
     try:
         atomic_write(target, lambda temp: save_file(tensors, str(temp), metadata=header))
     except SafetensorError as error:
-        # safetensors reports a full disk or a failed write as its own error, without the file,
-        # but with the OS error's code in its text: a disk at fault is named as the other writes name it.
-        if (code := re.search(r"(?:code:|os error) (\d+)", str(error))) and int(code[1]) in STORAGE_ERRNOS:
-            raise storage_error(target, OSError(int(code[1]), os.strerror(int(code[1])))) from error
+        # A full or failing disk is a StorageError already (atomic_write reads the code safetensors reports).
         raise CheckpointError(f"{target}: cannot write the checkpoint ({error}); "
                               "a previous checkpoint there is unchanged") from error
     atomic_write_json(target.with_suffix(".json"), full_metadata)

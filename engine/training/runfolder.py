@@ -196,7 +196,7 @@ class RunFolder:
         atomic_write_text(self.metrics_path, buffer.getvalue())
 
     def read_metrics(self) -> list[dict[str, float | None]]:
-        """The rows of ``metrics.csv`` as numbers (None where empty); a torn or damaged row is skipped."""
+        """The rows of ``metrics.csv`` as numbers (None where empty); a torn last row is left out."""
         return read_metrics_file(self.metrics_path)
 
     def repair_events(self) -> int:
@@ -234,21 +234,20 @@ class RunFolder:
 
 
 def read_metrics_file(path: Path) -> list[dict[str, float | None]]:
-    """The rows of a ``metrics.csv`` as numbers; a torn last row, or a row that is not numbers, is skipped."""
+    """The rows of a ``metrics.csv`` as numbers (None where empty), without a torn last row; [] when there is none.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError, TypeError, csv.Error: a whole row is damaged (not numbers, extra cells).
+    """
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            text = handle.read()
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return []
     if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]  # written whole by us, but a copy or a disk may cut it
-    rows = []
-    for row in csv.DictReader(io.StringIO(text)):
-        try:
-            rows.append({key: float(value) if value else None for key, value in row.items() if key is not None})
-        except (TypeError, ValueError):
-            continue
-    return rows
+        text = text[: text.rfind("\n") + 1]  # written whole by us, but a copy or a power cut may cut it
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    return [{key: float(value) if value else None for key, value in row.items()} for row in rows]
 
 
 def _whole_lines_end(handle: Any, size: int) -> int:
