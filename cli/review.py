@@ -29,7 +29,7 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
 def run(arguments: argparse.Namespace) -> int:
     if not Path(arguments.data).exists():
         return refuse(f"data: {arguments.data} does not exist (expected a folder of class folders, or a CSV)")
-    from engine.review import review_dataset
+    from engine.review.findings import review_dataset
 
     csv_path = Path(arguments.csv) if arguments.csv else open_project(arguments, arguments.data) / "review.csv"
     report = review_dataset(arguments.data, arguments.backbone, log=lambda line: print(line, file=sys.stderr))

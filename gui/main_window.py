@@ -37,6 +37,7 @@ from gui.pages import (
     Page,
     PageContext,
     ProjectPage,
+    ReviewPage,
     RunsPage,
     SearchPage,
     TrainPage,
@@ -271,6 +272,12 @@ class MainWindow(QMainWindow):
         for page in self.page_stack.built():  # a page built later reads the disk when it is built
             page.refresh()
 
+    def _refresh_built(self, page_class: type[Page]) -> None:
+        """Let the page of ``page_class`` read the disk again, if it was built."""
+        page = self.page_stack.built_page(page_class)
+        if page is not None:
+            page.refresh()
+
     def _on_page_stack_page_created(self, page: Page) -> None:
         """Tell a new page what the others were told, and carry its requests to the pages they concern."""
         if self._dataset_path is not None:
@@ -282,6 +289,9 @@ class MainWindow(QMainWindow):
             page.project_folder_changed.connect(self.reload_dataset)
         elif isinstance(page, DataPage):
             page.open_requested.connect(self.choose_dataset)
+            page.exclusions_changed.connect(lambda _paths: self._refresh_built(ReviewPage))
+        elif isinstance(page, ReviewPage):
+            page.decisions_changed.connect(lambda: self._refresh_built(DataPage))
         elif isinstance(page, RunsPage):
             page.config_loaded.connect(lambda _run: self.show_page(self.page(ModelPage)))
         elif isinstance(page, SearchPage):

@@ -70,7 +70,7 @@ def test_every_page_on_the_demo_project(qtbot, window: MainWindow, tmp_path: Pat
         path = SCREENSHOTS / f"{row + 1}-{name}.png"
         assert window.grab().save(str(path))
     print(f"screenshots of every page: {SCREENSHOTS}")
-    assert window.sidebar.count() == 11 and len(list(SCREENSHOTS.glob("*.png"))) >= 11
+    assert window.sidebar.count() == 12 and len(list(SCREENSHOTS.glob("*.png"))) >= 12
 
 
 def test_model_pages_on_a_project_with_runs(qtbot, window: MainWindow, demo_project: Path, tmp_path: Path) -> None:

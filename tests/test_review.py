@@ -17,8 +17,9 @@ import pytest
 from demo_photos import copy_demo
 from PIL import Image, ImageDraw
 
-from engine.review import FINDING_KINDS, ReviewReport, review_dataset
 from engine.review.features import review_features
+from engine.review.finding import FINDING_KINDS
+from engine.review.findings import ReviewReport, review_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 FLIPPED_SHARE = 0.1

@@ -40,9 +40,7 @@ def load_exclusions(project_dir: str | Path) -> frozenset[Path]:
     stored = payload.get("excluded") if isinstance(payload, dict) else None
     if not isinstance(stored, list) or not all(isinstance(item, str) for item in stored):
         raise DatasetError(f"{file}: expected an object with \"excluded\": a list of paths")
-    base = _base(project_dir)
-    # A relative entry is joined as written; an absolute one is kept as is.
-    return frozenset(base / Path(PurePosixPath(item)) for item in stored)
+    return frozenset(path_from_stored(item, project_dir) for item in stored)
 
 
 def save_exclusions(project_dir: str | Path, paths: Iterable[str | Path]) -> Path:
@@ -55,8 +53,7 @@ def save_exclusions(project_dir: str | Path, paths: Iterable[str | Path]) -> Pat
     Raises:
         OSError: the project folder is not writable.
     """
-    base = _base(project_dir)
-    stored = sorted({_stored_form(Path(path), base) for path in paths})
+    stored = sorted({stored_path(path, project_dir) for path in paths})
     return atomic_write_json(exclusions_file(project_dir), {"schema": SCHEMA_VERSION, "excluded": stored})
 
 
@@ -73,12 +70,18 @@ def apply_exclusions(
     return kept, dropped
 
 
-def _base(project_dir: str | Path) -> Path:
-    return Path(project_dir).expanduser().resolve().parent
-
-
-def _stored_form(path: Path, base: Path) -> str:
+def stored_path(path: str | Path, project_dir: str | Path) -> str:
+    """The form of ``path`` kept in a project file: relative to the folder holding the project, when inside it."""
     try:
-        return path.relative_to(base).as_posix()
+        return Path(path).relative_to(_base(project_dir)).as_posix()
     except ValueError:
         return str(path)
+
+
+def path_from_stored(item: str, project_dir: str | Path) -> Path:
+    """The absolute path of a ``stored_path`` entry (an absolute entry is kept as is)."""
+    return _base(project_dir) / Path(PurePosixPath(item))
+
+
+def _base(project_dir: str | Path) -> Path:
+    return Path(project_dir).expanduser().resolve().parent

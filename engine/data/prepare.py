@@ -2,7 +2,8 @@
 
 Scans the data (reusing the project's scan cache), saves the health report into the
 project folder, leaves out what the report excludes and what the user excluded
-(``engine.data.exclusions``), and splits the rest.
+(``engine.data.exclusions``), gives relabelled photos their new class (``engine.data.relabels``),
+and splits the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from engine.core.paths import project_dir_for
 from engine.data.discovery import SPLITS, split_samples
 from engine.data.exclusions import apply_exclusions, load_exclusions
 from engine.data.health import FileRecord, HealthReport, scan_dataset
+from engine.data.relabels import apply_relabels, load_relabels, relabels_file
 
 SCAN_CACHE_NAME = "scan_cache.json"
 
@@ -35,6 +37,8 @@ class PreparedDataset:
         report: the health report the split was made from.
         excluded_by_user: sound images left out because the user excluded them
             (the project's ``exclusions.json``), sorted.
+        relabelled_by_user: images whose class the user changed (the project's ``relabels.json``),
+            sorted; their records carry the new class.
     """
 
     root: Path
@@ -42,6 +46,7 @@ class PreparedDataset:
     splits: dict[str, tuple[FileRecord, ...]]
     report: HealthReport
     excluded_by_user: tuple[Path, ...] = ()
+    relabelled_by_user: tuple[Path, ...] = ()
 
     def class_index(self, label: str) -> int:
         """Return the class index of ``label``.
@@ -75,8 +80,9 @@ def prepare_dataset(
     """Scan, report on and split a dataset.
 
     Images the user excluded (the project's ``exclusions.json``) are left out like bad
-    files. Pre-split data keeps its folders; a split without a folder is taken from train
-    (val with ``val_fraction``; test with ``test_fraction``, when above 0). Other
+    files; images the user relabelled (its ``relabels.json``) get their new class but keep
+    their split. Pre-split data keeps its folders; a split without a folder is taken from
+    train (val with ``val_fraction``; test with ``test_fraction``, when above 0). Other
     layouts get a stratified split seeded by ``seed``, in which identical files
     (same SHA-256) always share a split.
 
@@ -86,13 +92,15 @@ def prepare_dataset(
         test_fraction: share of each class for the final test, in [0, 1).
         seed: the same seed gives the same split of the same files.
         project_dir: where ``scan_cache.json``, ``health.json`` and ``health.txt`` go, and
-            ``exclusions.json`` is read from; defaults to ``engine.core.paths.project_dir_for(path)``.
+            ``exclusions.json`` and ``relabels.json`` are read from; defaults to
+            ``engine.core.paths.project_dir_for(path)``.
         workers: threads reading files during the scan.
         progress: passed to ``scan_dataset``.
         should_abort: passed to ``scan_dataset``.
 
     Raises:
-        DatasetError: the path cannot be used, the exclusions file is damaged, or fewer than
+        DatasetError: the path cannot be used, the exclusions or relabels file is damaged or names
+            a class the data does not have, or fewer than
             2 classes have usable images.
         engine.data.health.ScanAborted: ``should_abort()`` returned True.
         engine.core.errors.ConfigError: a fraction is out of range.
@@ -110,9 +118,11 @@ def prepare_dataset(
     _, text_path = report.save(project_dir)
 
     usable, excluded_by_user = apply_exclusions(report.usable_records(), load_exclusions(project_dir))
-    if report.layout == "presplit" and excluded_by_user:
-        # The report left out classes with nothing in train; the user's exclusions can empty a
-        # class's train folder too, and a class that is never trained on cannot be learnt.
+    usable, relabelled_by_user = apply_relabels(usable, load_relabels(project_dir), report.classes,
+                                                source=relabels_file(project_dir))
+    if report.layout == "presplit" and (excluded_by_user or relabelled_by_user):
+        # The report left out classes with nothing in train; the user's exclusions and relabels can
+        # empty a class's train folder too, and a class that is never trained on cannot be learnt.
         trainable = {record.label for record in usable if record.split == "train"}
         usable = tuple(record for record in usable if record.label in trainable)
     if not usable:
@@ -132,11 +142,17 @@ def prepare_dataset(
             f"({found}){without}; see {text_path}"
         )
 
+    # Split by the labels as found, so relabelling a photo changes its class but never its split.
+    as_found = {record.path: record for record in report.usable_records()}
     splits = split_records(
-        usable, presplit=report.layout == "presplit", val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        tuple(as_found[record.path] for record in usable), presplit=report.layout == "presplit",
+        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
     )
+    labelled = {record.path: record for record in usable}
+    splits = {split: tuple(labelled[record.path] for record in records) for split, records in splits.items()}
     return PreparedDataset(
-        root=report.root, classes=classes, splits=splits, report=report, excluded_by_user=excluded_by_user
+        root=report.root, classes=classes, splits=splits, report=report, excluded_by_user=excluded_by_user,
+        relabelled_by_user=relabelled_by_user,
     )
 
 

@@ -6,11 +6,12 @@ import csv
 import io
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.core.atomic import atomic_write_json, atomic_write_text
 from engine.review.features import DEFAULT_BACKBONE, ReviewFeatures, review_features
+from engine.review.finding import CSV_COLUMNS, FINDING_KINDS, Finding
 from engine.review.label_issues import find_label_issues
 from engine.review.similarity import (
     ConfusablePair,
@@ -19,7 +20,6 @@ from engine.review.similarity import (
     find_outliers,
 )
 
-FINDING_KINDS = ("label_issue", "near_duplicate", "outlier")
 _RELATION_WORDS = {
     "across_classes": "labelled differently: a labelling conflict",
     "across_splits": "in another split: leakage between training and evaluation",
@@ -27,38 +27,6 @@ _RELATION_WORDS = {
 }
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One suspicious photo, a row of the review's CSV.
-
-    Attributes:
-        path: the photo.
-        kind: one of ``FINDING_KINDS``.
-        given_label: its class as labelled.
-        suggested_label: the class the out-of-fold model favours (label issue), the other photo's
-            class (near-duplicate), or empty (outlier).
-        score: higher is more suspicious; 1 - self-confidence (label issue), cosine similarity
-            (near-duplicate), robust z-score of the distance to its class (outlier).
-        rank: 1 for the most suspicious finding of its kind.
-        other_path: the other photo of a near-duplicate, else empty.
-        relation: of a near-duplicate, ``across_classes``, ``across_splits`` or ``within_class``.
-        split: the photo's split.
-        reason: in words.
-    """
-
-    path: str
-    kind: str
-    given_label: str
-    suggested_label: str
-    score: float
-    rank: int
-    other_path: str = ""
-    relation: str = ""
-    split: str = ""
-    reason: str = ""
-
-
-CSV_COLUMNS = tuple(item.name for item in fields(Finding))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from gui.pages.export import ExportPage
 from gui.pages.model import ModelPage
 from gui.pages.predict import PredictPage
 from gui.pages.project import ProjectPage
+from gui.pages.review import ReviewPage
 from gui.pages.runs import RunsPage
 from gui.pages.search import SearchPage
 from gui.pages.train import TrainPage
@@ -23,6 +24,7 @@ from gui.pages.train import TrainPage
 PAGES: tuple[type[Page], ...] = (
     ProjectPage,
     DataPage,
+    ReviewPage,
     ModelPage,
     AugmentPage,
     TrainPage,
@@ -36,5 +38,5 @@ PAGES: tuple[type[Page], ...] = (
 
 __all__ = [
     "PAGES", "AugmentPage", "DataPage", "EnsemblePage", "EvaluatePage", "ExportPage", "ModelPage", "Page",
-    "PageContext", "PredictPage", "ProjectPage", "RunsPage", "SearchPage", "TrainPage",
+    "PageContext", "PredictPage", "ProjectPage", "ReviewPage", "RunsPage", "SearchPage", "TrainPage",
 ]

@@ -115,7 +115,7 @@ class ThumbnailModel(QAbstractListModel):
         self._thread_pool.setMaxThreadCount(max(2, min(4, QThread.idealThreadCount() // 2)))
         self._label: str | None = None
         self._items: list[_Item] = []
-        self._row_of: dict[Path, int] = {}
+        self._rows_of: dict[Path, list[int]] = {}  # a gallery may show one file in several rows
         self._workers: dict[Path, Worker] = {}
         self._key_of_signals: dict[QObject, _CacheKey] = {}
         self._cache: OrderedDict[_CacheKey, QPixmap] = OrderedDict()
@@ -157,7 +157,9 @@ class ThumbnailModel(QAbstractListModel):
         self._label = label
         self._left_out = left_out
         self._items = [self._item_for(record) for record in records]
-        self._row_of = {item.record.path: row for row, item in enumerate(self._items)}
+        self._rows_of = {}
+        for row, item in enumerate(self._items):
+            self._rows_of.setdefault(item.record.path, []).append(row)
         self.endResetModel()
 
     def clear(self) -> None:
@@ -166,7 +168,7 @@ class ThumbnailModel(QAbstractListModel):
         self._cancel(keep=())
         self._label = None
         self._items = []
-        self._row_of = {}
+        self._rows_of = {}
         self.endResetModel()
 
     def set_user_excluded(self, paths: frozenset[Path]) -> None:
@@ -174,8 +176,7 @@ class ThumbnailModel(QAbstractListModel):
         changed = self._user_excluded ^ paths
         self._user_excluded = paths
         for path in changed:
-            row = self._row_of.get(path)
-            if row is not None:
+            for row in self._rows_of.get(path, ()):
                 index = self.index(row)
                 self.dataChanged.emit(index, index, [USER_EXCLUDED_ROLE, Qt.ItemDataRole.ToolTipRole])
 
@@ -193,7 +194,7 @@ class ThumbnailModel(QAbstractListModel):
         self._cancel(keep={self._items[row].record.path for row in wanted})
         for row in wanted:
             item = self._items[row]
-            if item.status == WAITING:
+            if item.status == WAITING and item.record.path not in self._workers:  # one decode per file
                 self._start(row, item)
 
     def wait_for_done(self, msecs: int) -> bool:
@@ -259,9 +260,9 @@ class ThumbnailModel(QAbstractListModel):
         kept = set(keep)
         for path in [path for path in self._workers if path not in kept]:
             self._workers.pop(path).abort()
-            row = self._row_of.get(path)
-            if row is not None and self._items[row].status == LOADING:
-                self._items[row].status = WAITING
+            for row in self._rows_of.get(path, ()):
+                if self._items[row].status == LOADING:
+                    self._items[row].status = WAITING
 
     def _on_worker_returned(self, result: ThumbnailResult | None) -> None:
         if result is None:
@@ -274,9 +275,9 @@ class ThumbnailModel(QAbstractListModel):
             self._cache[result.key] = pixmap
             while len(self._cache) > _CACHE_LIMIT:
                 evicted, _pixmap = self._cache.popitem(last=False)
-                row = self._row_of.get(evicted[0])
-                if row is not None and self._items[row].status == LOADED:
-                    self._items[row].status = WAITING  # decoded again when it comes back into view
+                for row in self._rows_of.get(evicted[0], ()):
+                    if self._items[row].status == LOADED:
+                        self._items[row].status = WAITING  # decoded again when it comes back into view
         self._refresh(result.key)
 
     def _on_worker_errored(self, error: Exception) -> None:
@@ -291,12 +292,12 @@ class ThumbnailModel(QAbstractListModel):
             del self._workers[key[0]]
 
     def _refresh(self, key: _CacheKey) -> None:
-        row = self._row_of.get(key[0])
-        if row is None or _key(self._items[row].record) != key:
-            return  # another class is shown now, or the file changed since
-        self._items[row] = self._item_for(self._items[row].record)  # now from the cache or the failures
-        index = self.index(row)
-        self.dataChanged.emit(index, index)
+        for row in self._rows_of.get(key[0], ()):
+            if _key(self._items[row].record) != key:
+                continue  # the file changed since
+            self._items[row] = self._item_for(self._items[row].record)  # now from the cache or the failures
+            index = self.index(row)
+            self.dataChanged.emit(index, index)
 
     def _tooltip(self, item: _Item) -> str:
         record = item.record

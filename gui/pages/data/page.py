@@ -204,6 +204,18 @@ class DataPage(Page):
         self.exclusions_changed.emit(self._excluded)
         return True
 
+    def refresh(self) -> None:
+        """Read the exclusions again: another page (Review) may have changed them."""
+        if self._report is None:
+            return
+        excluded = self._read_exclusions(self._report)
+        if excluded != self._excluded:
+            self._excluded = excluded
+            self.health_view.set_user_excluded(excluded)
+            self.thumbnail_grid.thumbnail_model.set_user_excluded(excluded)
+            self._show_counts()
+            self.exclusions_changed.emit(excluded)
+
     def reveal(self, path: Path) -> None:
         """Open the folder of ``path`` in the platform's file manager."""
         QDesktopServices.openUrl(folder_url(path))
