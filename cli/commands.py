@@ -22,6 +22,7 @@ from cli import (
     ensemble,
     evaluate,
     export,
+    label_next,
     lr_find,
     predict,
     preview,
@@ -36,8 +37,8 @@ from engine.core.errors import TransferStudioError
 
 # In the order ``main.py --help`` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
-    scan, review, train, lr_find, sanity, preview, predict, evaluate, export, ensemble, cam, search, config, doctor,
-    backbones, cache,
+    scan, review, label_next, train, lr_find, sanity, preview, predict, evaluate, export, ensemble, cam, search, config,
+    doctor, backbones, cache,
 )
 
 

@@ -31,8 +31,10 @@ def run(arguments: argparse.Namespace) -> int:
         return refuse(f"data: {arguments.data} does not exist (expected a folder of class folders, or a CSV)")
     from engine.review.findings import review_dataset
 
-    csv_path = Path(arguments.csv) if arguments.csv else open_project(arguments, arguments.data) / "review.csv"
-    report = review_dataset(arguments.data, arguments.backbone, log=lambda line: print(line, file=sys.stderr))
+    project_dir = open_project(arguments, arguments.data)
+    csv_path = Path(arguments.csv) if arguments.csv else project_dir / "review.csv"
+    report = review_dataset(arguments.data, arguments.backbone, project_dir=project_dir,
+                            log=lambda line: print(line, file=sys.stderr))
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     report.save_csv(csv_path)
     saved = [str(csv_path)]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from demo_photos import copy_demo
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, QRectF, Qt
 from pytestqt.qtbot import QtBot
 from screenshots import SCREENSHOT_DIR
 
@@ -50,7 +50,7 @@ def _page(qtbot: QtBot, qapp, data: Path) -> ReviewPage:
 
 
 def test_cards_keys_and_undo_write_the_project_files_that_preparation_honours(qtbot: QtBot, qapp, data: Path) -> None:
-    review_dataset(data).save_json(project_dir_for(data) / REVIEW_JSON)
+    review_dataset(data, draw_map=False).save_json(project_dir_for(data) / REVIEW_JSON)
     page = _page(qtbot, qapp, data)
     shown = page.shown_findings
     assert shown and shown[0].kind == "label_issue"
@@ -117,3 +117,42 @@ def test_review_runs_as_a_child_and_shows_its_findings(qtbot: QtBot, qapp, data:
     assert (project_dir_for(data) / "review.csv").is_file()
     assert page.shown_findings and page.shown_findings[0].kind == "label_issue"
     assert "photos reviewed" in page.header.summary_label.text()
+
+
+def test_the_map_shows_every_photo_filters_and_relabels_a_selection_in_one_undo(
+    qtbot: QtBot, qapp, data: Path
+) -> None:
+    project = project_dir_for(data)
+    review = review_dataset(data, project_dir=project)
+    review.save_json(project / REVIEW_JSON)
+    assert (project / "review_map.json").is_file(), "the layout is cached in the project"
+    page = _page(qtbot, qapp, data)
+    page.tabs.setCurrentWidget(page.map_view)
+    qtbot.waitExposed(page)
+    map_view = page.map_view
+    assert map_view.visible_count == review.photos == 36
+    xs = [point.x for point in review.map]
+    assert max(xs) - min(xs) > 0.5, "laid out, not piled up"
+
+    # Hovering finds the photo under the pointer; clicking a photo with a finding shows its card.
+    flagged = Path(page.shown_findings[0].path)
+    row = next(row for row, point in enumerate(review.map) if Path(point.path) == flagged)
+    point = map_view.point(row)
+    assert map_view.nearest(QPointF(point.x, point.y)) == row
+    map_view.photo_clicked.emit(flagged)
+    assert page.tabs.currentWidget() is page.splitter and Path(page.panel.finding.path) == flagged
+    page.tabs.setCurrentWidget(map_view)
+
+    map_view.class_combo.setCurrentIndex(map_view.class_combo.findText("sandal"))
+    in_sandal = [point for point in review.map if review.classes[point.label] == "sandal"]
+    assert map_view.visible_count == len(in_sandal)
+    map_view.select_rectangle(QRectF(-2, -2, 4, 4))
+    assert sorted(map_view.selected_paths()) == sorted(Path(point.path) for point in in_sandal)
+    map_view.target_combo.setCurrentText("bag")
+    map_view.relabel_button.click()
+    assert load_relabels(project) == {Path(point.path): "bag" for point in in_sandal}
+    page.undo()
+    assert load_relabels(project) == {}, "the whole selection comes back with one undo"
+    map_view.exclude_button.click()
+    assert load_exclusions(project) == {Path(point.path) for point in in_sandal}
+    page.grab().save(str(SCREENSHOT_DIR / "review_map.png"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +48,7 @@ class ReviewDecisions:
 
     def __init__(self, project_dir: str | Path) -> None:
         self.project_dir = Path(project_dir)
-        self._undo: list[_Before] = []
+        self._undo: list[list[_Before]] = []  # one entry per decision, which may cover several photos
         self.reload()
 
     def reload(self) -> None:
@@ -63,38 +63,52 @@ class ReviewDecisions:
 
     def relabel(self, path: Path, label: str) -> None:
         """Give ``path`` the class ``label`` from now on (its file stays where it is)."""
-        self._remember(path, "")
-        self._relabels[path] = label
-        self._excluded.discard(path)
+        self.relabel_all([path], label)
+
+    def relabel_all(self, paths: Sequence[Path], label: str) -> None:
+        """Give every photo of ``paths`` the class ``label``: one decision, one undo."""
+        if not paths:
+            return
+        self._remember(paths, "")
+        for path in paths:
+            self._relabels[path] = label
+            self._excluded.discard(path)
         self._save()
 
     def exclude(self, path: Path) -> None:
         """Leave ``path`` out of training and evaluation."""
-        self._remember(path, "")
-        self._excluded.add(path)
+        self.exclude_all([path])
+
+    def exclude_all(self, paths: Sequence[Path]) -> None:
+        """Leave every photo of ``paths`` out: one decision, one undo."""
+        if not paths:
+            return
+        self._remember(paths, "")
+        self._excluded.update(paths)
         self._save()
 
     def keep(self, path: Path, kind: str) -> None:
         """Dismiss the finding of ``kind`` on ``path``: its label is right, do not show it again."""
-        self._remember(path, kind)
+        self._remember([path], kind)
         self._kept.add((path, kind))
         self._save()
 
     def undo(self) -> Path | None:
-        """Take back the latest decision; return its photo, or None when there is nothing to undo."""
+        """Take back the latest decision; return its (first) photo, or None when there is nothing to undo."""
         if not self._undo:
             return None
-        before = self._undo.pop()
+        decision = self._undo.pop()
         self.reload()
-        if before.relabel is None:
-            self._relabels.pop(before.path, None)
-        else:
-            self._relabels[before.path] = before.relabel
-        (self._excluded.add if before.excluded else self._excluded.discard)(before.path)
-        if before.kind:
-            (self._kept.add if before.kept else self._kept.discard)((before.path, before.kind))
+        for before in decision:
+            if before.relabel is None:
+                self._relabels.pop(before.path, None)
+            else:
+                self._relabels[before.path] = before.relabel
+            (self._excluded.add if before.excluded else self._excluded.discard)(before.path)
+            if before.kind:
+                (self._kept.add if before.kept else self._kept.discard)((before.path, before.kind))
         self._save()
-        return before.path
+        return decision[0].path
 
     @property
     def can_undo(self) -> bool:
@@ -104,7 +118,7 @@ class ReviewDecisions:
     @property
     def undo_target(self) -> Path | None:
         """The photo whose decision ``undo`` takes back next, or None."""
-        return self._undo[-1].path if self._undo else None
+        return self._undo[-1][0].path if self._undo else None
 
     def status(self, path: Path, kind: str) -> str:
         """The decision on a finding in words: ``relabelled to 'X'``, ``excluded``, ``kept``, or empty."""
@@ -134,10 +148,10 @@ class ReviewDecisions:
         writer.writerows(self.changes(given_labels))
         return atomic_write_text(file, buffer.getvalue())
 
-    def _remember(self, path: Path, kind: str) -> None:
+    def _remember(self, paths: Sequence[Path], kind: str) -> None:
         self.reload()  # so a change made elsewhere since is kept, not overwritten
-        self._undo.append(_Before(path, kind, self._relabels.get(path), path in self._excluded,
-                                  (path, kind) in self._kept))
+        self._undo.append([_Before(path, kind, self._relabels.get(path), path in self._excluded,
+                                   (path, kind) in self._kept) for path in paths])
 
     def _save(self) -> None:
         save_relabels(self.project_dir, self._relabels)

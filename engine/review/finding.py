@@ -38,3 +38,22 @@ class Finding:
 
 
 CSV_COLUMNS = tuple(item.name for item in fields(Finding))
+
+
+@dataclass(frozen=True)
+class MapPoint:
+    """One photo on the dataset map.
+
+    Attributes:
+        path: the photo.
+        label: its class as labelled (index into the review's classes).
+        split: ``train``, ``val`` or ``test``.
+        x: its place on the map, in [-1, 1].
+        y: its place on the map, in [-1, 1].
+    """
+
+    path: str
+    label: int
+    split: str
+    x: float
+    y: float

@@ -143,8 +143,10 @@ class FindingPanel(QWidget):
                                    for index, name in enumerate(classes, start=1)])
         for row, name in enumerate(classes):
             self.class_combo.setItemData(row, name)
-        self.class_combo.setCurrentIndex(max(0, self.class_combo.findText(current)))
         suggestion = finding.suggested_label if finding.kind == "label_issue" else ""
+        # The likeliest other class first: the suggestion, or a near-copy's label; else as it was.
+        likely = list(classes).index(finding.suggested_label) if finding.suggested_label in classes else -1
+        self.class_combo.setCurrentIndex(likely if likely >= 0 else max(0, self.class_combo.findText(current)))
         self.suggested_button.setVisible(bool(suggestion))
         self.suggested_button.setText(f"Relabel to '{suggestion}' (Enter)")
         twin = finding.kind == "near_duplicate" and bool(finding.other_path)

@@ -9,12 +9,11 @@ between class folders (``engine.review.folder_moves``) with its own undo.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject, Qt, Signal
-from PySide6.QtGui import QKeyEvent, QKeySequence
+from PySide6.QtCore import QEvent, QObject, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -25,6 +24,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QStyle,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -35,7 +35,9 @@ from engine.core.paths import project_dir_for
 from engine.review.decisions import ReviewDecisions
 from engine.review.finding import FINDING_KINDS, Finding
 from engine.review.folder_moves import apply_relabels_to_folders, moves_log, undo_last_apply
+from engine.review.saved_review import read_review
 from gui.pages.base import Page
+from gui.pages.review.dataset_map import DatasetMap
 from gui.pages.review.finding_panel import FindingPanel
 from gui.services.command_runner import CommandRunner
 from gui.services.config_state import ConfigState
@@ -117,7 +119,16 @@ class ReviewPage(Page):
         self.splitter.addWidget(self.panel)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
-        self._stack = MessageStack(self.splitter, self)
+        self.splitter.setSizes([600, 400])  # scaled to the page's width: the cards get the larger share
+        self.map_view = DatasetMap(self)
+        self.map_view.photo_clicked.connect(self._on_map_view_photo_clicked)
+        self.map_view.relabel_requested.connect(self.relabel_all)
+        self.map_view.exclude_requested.connect(self.exclude_all)
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self.splitter, "Findings")
+        self.tabs.addTab(self.map_view, "Map")
+        self.tabs.setDocumentMode(True)
+        self._stack = MessageStack(self.tabs, self)
         self.message_panel = self._stack.message_panel
         self.message_panel.action_clicked.connect(self.review)
 
@@ -216,6 +227,14 @@ class ReviewPage(Page):
         if finding is not None and self._decide(lambda d: d.keep(Path(finding.path), finding.kind)):
             self._advance()
 
+    def relabel_all(self, paths: list[Path], label: str) -> None:
+        """Give every photo of ``paths`` (a selection on the map) the class ``label``: one undo."""
+        self._decide(lambda decisions: decisions.relabel_all(paths, label))
+
+    def exclude_all(self, paths: list[Path]) -> None:
+        """Leave every photo of ``paths`` (a selection on the map) out: one undo."""
+        self._decide(lambda decisions: decisions.exclude_all(paths))
+
     def undo(self) -> None:
         """Take back the latest decision and choose its card."""
         path = self._decisions.undo_target if self._decisions is not None else None
@@ -299,16 +318,16 @@ class ReviewPage(Page):
             self._decisions = ReviewDecisions(self._project_dir)
             if not file.exists():
                 return
-            payload = json.loads(file.read_text(encoding="utf-8"))
-            self._classes = tuple(payload["classes"])
-            self._findings = [Finding(**row) for row in payload["findings"]]
-            summary = payload.get("counts", {})
-            self.header.summary_label.setText(
-                f"{payload['photos']} photos reviewed with {payload['backbone']}: " + ", ".join(
-                    f"{summary.get(kind, 0)} {_KIND_FILTERS[kind].lower()}" for kind in FINDING_KINDS))
-        except (DatasetError, OSError, ValueError, KeyError, TypeError) as error:
+            review = read_review(file)
+        except DatasetError as error:
             self._findings, self._classes = [], ()
-            self._load_error = f"{file}: {error}"
+            self._load_error = str(error)
+            return
+        self._classes, self._findings = review.classes, review.findings
+        self.map_view.set_points(review.map, review.classes, review.findings)
+        self.header.summary_label.setText(
+            f"{review.photos} photos reviewed with {review.backbone}: " + ", ".join(
+                f"{review.counts.get(kind, 0)} {_KIND_FILTERS[kind].lower()}" for kind in FINDING_KINDS))
 
     # Showing ---------------------------------------------------------------------------------------
 
@@ -422,6 +441,14 @@ class ReviewPage(Page):
         data_path = self._state.config.data.path
         if (project_dir_for(data_path) if data_path else None) != self._project_dir:
             self.refresh()
+
+    def _on_map_view_photo_clicked(self, path: Path) -> None:
+        row = next((row for row, finding in enumerate(self._shown) if Path(finding.path) == path), None)
+        if row is None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+            return
+        self.tabs.setCurrentWidget(self.splitter)
+        self.choose(row)
 
     def _on_gallery_image_chosen(self, image: GalleryImage) -> None:
         row = self.gallery.currentIndex().row()
