@@ -292,6 +292,7 @@ class MainWindow(QMainWindow):
             page.exclusions_changed.connect(lambda _paths: self._refresh_built(ReviewPage))
         elif isinstance(page, ReviewPage):
             page.decisions_changed.connect(lambda: self._refresh_built(DataPage))
+            page.files_changed.connect(self.reload_dataset)
         elif isinstance(page, RunsPage):
             page.config_loaded.connect(lambda _run: self.show_page(self.page(ModelPage)))
         elif isinstance(page, SearchPage):

@@ -127,7 +127,7 @@ def test_the_map_shows_every_photo_filters_and_relabels_a_selection_in_one_undo(
     review.save_json(project / REVIEW_JSON)
     assert (project / "review_map.json").is_file(), "the layout is cached in the project"
     page = _page(qtbot, qapp, data)
-    page.tabs.setCurrentWidget(page.map_view)
+    page.tabs.setCurrentWidget(page.map_tab)
     qtbot.waitExposed(page)
     map_view = page.map_view
     assert map_view.visible_count == review.photos == 36
@@ -140,8 +140,8 @@ def test_the_map_shows_every_photo_filters_and_relabels_a_selection_in_one_undo(
     point = map_view.point(row)
     assert map_view.nearest(QPointF(point.x, point.y)) == row
     map_view.photo_clicked.emit(flagged)
-    assert page.tabs.currentWidget() is page.splitter and Path(page.panel.finding.path) == flagged
-    page.tabs.setCurrentWidget(map_view)
+    assert page.tabs.currentWidget() is page.findings_tab and Path(page.panel.finding.path) == flagged
+    page.tabs.setCurrentWidget(page.map_tab)
 
     map_view.class_combo.setCurrentIndex(map_view.class_combo.findText("sandal"))
     in_sandal = [point for point in review.map if review.classes[point.label] == "sandal"]
@@ -156,3 +156,36 @@ def test_the_map_shows_every_photo_filters_and_relabels_a_selection_in_one_undo(
     map_view.exclude_button.click()
     assert load_exclusions(project) == {Path(point.path) for point in in_sandal}
     page.grab().save(str(SCREENSHOT_DIR / "review_map.png"))
+
+
+def test_label_next_ranks_with_a_child_then_labels_by_key_into_the_class_folder_with_undo(
+    qtbot: QtBot, qapp, demo_project: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "photos"
+    shutil.copytree(demo_project, data)
+    unlabelled = copy_demo(tmp_path / "unlabelled", classes=4, per_class=3, skip=30)
+    page = _page(qtbot, qapp, data)
+    page.set_report(prepare_dataset(data).report)
+    view = page.label_next
+    page.tabs.setCurrentWidget(view)
+    qtbot.waitUntil(lambda: len(view.chooser.entries()) > 0, timeout=30_000)
+    view.folder_edit.setText(str(unlabelled))
+    view.count_spin.setValue(3)
+    view.rank()
+    qtbot.waitUntil(lambda: not view.is_running, timeout=REVIEW_TIMEOUT_MS)
+    assert view.current is not None, view.status_label.text()
+    first = view.current.path
+    qtbot.waitUntil(lambda: view._decoder is None or not view.photo_view.sizeHint().isEmpty(), timeout=5_000)
+    page.grab().save(str(SCREENSHOT_DIR / "review_label_next.png"))
+    before = {path.relative_to(data) for path in data.rglob("*.png")}
+
+    with qtbot.waitSignal(page.files_changed):
+        qtbot.keyClick(view, Qt.Key.Key_2)  # the second class
+    added = {path.relative_to(data) for path in data.rglob("*.png")} - before
+    second_class = prepare_dataset(data).classes[1]
+    assert added == {Path(second_class) / first.name}
+    assert view.current is not None and view.current.path != first, "the next photo is shown"
+    qtbot.keyClick(view, Qt.Key.Key_S)
+    qtbot.keyClick(view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert {path.relative_to(data) for path in data.rglob("*.png")} == before
+    assert view.current is not None and view.current.path == first, "the photo taken back is shown again"

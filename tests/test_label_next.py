@@ -22,13 +22,13 @@ from engine.core.paths import project_dir_for
 from engine.data.discovery import discover_dataset
 from engine.data.labelling import add_labels, labels_log, undo_last_labels
 from engine.evaluation.label_next import (
-    CSV_COLUMNS,
     LabelNextRanking,
     k_center_greedy,
     rank_unlabelled,
     uncertainty,
 )
 from engine.evaluation.predict import Predictor
+from engine.evaluation.suggestions import CSV_COLUMNS, read_suggestions
 
 COUNT = 4
 CLASSES = 4  # demo_project's models know the first four demo classes
@@ -147,6 +147,9 @@ def test_the_command_ranks_with_an_ensemble_into_a_csv_then_adds_its_labels_and_
     assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 6
     assert [row["picked"] for row in rows] == ["yes", "yes", "", "", "", ""]
     assert [row["rank"] for row in rows] == ["1", "2", "3", "4", "5", "6"]
+    read_back = read_suggestions(ranking)
+    assert [str(item.path) for item in read_back] == [row["path"] for row in rows]
+    assert [item.picked for item in read_back] == [True, True, False, False, False, False]
     assert "2 of 6 photos to label next" in capsys.readouterr().out
 
     for row in rows[:2]:

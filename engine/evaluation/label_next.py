@@ -12,9 +12,7 @@ the path: the same photos and model give the same batch.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,35 +27,12 @@ from engine.data.labelling import labelled_hashes
 from engine.evaluation.ensemble import Ensemble, is_manifest
 from engine.evaluation.predict import Predictor
 from engine.evaluation.predictions import ProbabilityModel, collect_image_paths
+from engine.evaluation.suggestions import Suggestion, suggestions_csv
 from engine.evaluation.tta import TestTimeAugmentation, check_tta_mode
 from engine.models.features import FeatureCache, FeatureView, extract_features
 
 # Candidates per photo asked for: enough room to skip near-copies, few enough that all of them are uncertain.
 POOL_FACTOR = 4
-CSV_COLUMNS = ("rank", "path", "guess", "confidence", "margin", "entropy", "already_labelled", "picked", "label")
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    """One unlabelled photo, as the model sees it.
-
-    Attributes:
-        path: the photo.
-        guess: the class the model finds most likely.
-        confidence: the probability of ``guess``, in [0, 1].
-        margin: top-1 minus top-2 probability, in [0, 1]; small means unsure.
-        entropy: Shannon entropy of the probabilities, in nats (0: certain; ln C: uniform).
-        already_labelled: the dataset's file with the same content, or None.
-        picked: whether the photo is in the batch to label.
-    """
-
-    path: Path
-    guess: str
-    confidence: float
-    margin: float
-    entropy: float
-    already_labelled: Path | None = None
-    picked: bool = False
 
 
 @dataclass
@@ -82,14 +57,7 @@ class LabelNextRanking:
 
     def save_csv(self, path: str | Path) -> Path:
         """Write every suggestion as a row of ``CSV_COLUMNS``, best first, atomically; ``label`` is left to fill in."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for rank, suggestion in enumerate(self.suggestions, start=1):
-            writer.writerow([rank, suggestion.path, suggestion.guess, f"{suggestion.confidence:.6f}",
-                             f"{suggestion.margin:.6f}", f"{suggestion.entropy:.6f}",
-                             str(suggestion.already_labelled or ""), "yes" if suggestion.picked else "", ""])
-        return atomic_write_text(path, buffer.getvalue())
+        return atomic_write_text(path, suggestions_csv(self.suggestions))
 
     def summary(self) -> str:
         """A few lines: the batch, with each photo's guess and margin, and what was left out."""

@@ -1,15 +1,23 @@
 """A picture that fills its widget without distortion, and the conversion of Pillow images for Qt.
 
-The augmentation preview and the Grad-CAM panel show ``FittedImage``s; thumbnails and both
-of those convert their Pillow images with ``pil_to_qimage``.
+The augmentation preview, the Grad-CAM panel and the Review page show ``FittedImage``s; thumbnails
+and all of those convert their Pillow images with ``pil_to_qimage``. ``decode_preview`` is the job a
+pool thread runs to decode a photo for one.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 from PIL import Image
 from PySide6.QtCore import QRectF, QSize
 from PySide6.QtGui import QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from engine.data.images import load_rgb
+
+PREVIEW_SIDE = 480  # photos are decoded no larger than a panel shows them
 
 
 def pil_to_qimage(image: Image.Image) -> QImage:
@@ -47,3 +55,11 @@ class FittedImage(QWidget):
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         painter.drawImage(target, self._image)
+
+
+def decode_preview(path: Path, *, progress: Callable[[int, int], None],
+                   should_abort: Callable[[], bool]) -> Image.Image:
+    """A ``Worker`` job: ``path`` decoded for a ``FittedImage`` (its shorter side about ``PREVIEW_SIDE``)."""
+    image = load_rgb(path, min_side=PREVIEW_SIDE)
+    image.thumbnail((PREVIEW_SIDE * 2, PREVIEW_SIDE * 2))
+    return image

@@ -5,7 +5,7 @@ The photos are decoded on pool threads; the buttons only ask (signals), the page
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -22,12 +22,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.data.images import load_rgb
 from engine.review.finding import Finding
 from gui.services.workers import Worker, run_in_thread_pool
-from gui.widgets.fitted_image import FittedImage, pil_to_qimage
+from gui.widgets.fitted_image import FittedImage, decode_preview, pil_to_qimage
 
-_PREVIEW_SIDE = 480  # decoded no larger than needed for the panel
 _KIND_TITLES = {"label_issue": "Possible wrong label", "near_duplicate": "Near-duplicate", "outlier": "Outlier"}
 
 
@@ -184,7 +182,7 @@ class FindingPanel(QWidget):
         previous = self._workers.pop(slot, None)
         if previous is not None:
             previous.abort()
-        worker = run_in_thread_pool(_decode, path)
+        worker = run_in_thread_pool(decode_preview, path)
         self._workers[slot] = worker
         self._views[worker] = view
         worker.signals.returned.connect(self._on_worker_returned)
@@ -213,8 +211,3 @@ class FindingPanel(QWidget):
         sender = self.sender()
         return next((worker for worker in self._views if worker.signals is sender), None)
 
-
-def _decode(path: Path, *, progress: Callable[[int, int], None], should_abort: Callable[[], bool]) -> Image.Image:
-    image = load_rgb(path, min_side=_PREVIEW_SIDE)
-    image.thumbnail((_PREVIEW_SIDE * 2, _PREVIEW_SIDE * 2))
-    return image

@@ -32,13 +32,15 @@ from PySide6.QtWidgets import (
 from engine.core.config import RunConfig
 from engine.core.errors import DatasetError
 from engine.core.paths import project_dir_for
+from engine.data.health import HealthReport
 from engine.review.decisions import ReviewDecisions
 from engine.review.finding import FINDING_KINDS, Finding
 from engine.review.folder_moves import apply_relabels_to_folders, moves_log, undo_last_apply
-from engine.review.saved_review import read_review
+from engine.review.saved_review import SavedReview, read_review
 from gui.pages.base import Page
 from gui.pages.review.dataset_map import DatasetMap
 from gui.pages.review.finding_panel import FindingPanel
+from gui.pages.review.label_next_view import LabelNextView
 from gui.services.command_runner import CommandRunner
 from gui.services.config_state import ConfigState
 from gui.widgets.image_gallery import GalleryImage, ImageGallery
@@ -57,7 +59,8 @@ class ReviewPage(Page):
     """Run the data doctor and decide about each finding.
 
     Signals:
-        decisions_changed: the project's relabels, exclusions or class folders changed.
+        decisions_changed: the project's relabels, exclusions or kept findings changed.
+        files_changed: photos were moved between class folders or added to the dataset (it needs a rescan).
 
     Args:
         state: the config being edited; its ``data.path`` names the dataset and ``model.backbone``
@@ -69,6 +72,7 @@ class ReviewPage(Page):
     icon = QStyle.StandardPixmap.SP_FileDialogContentsView
 
     decisions_changed = Signal()
+    files_changed = Signal()
 
     def __init__(self, state: ConfigState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -80,6 +84,7 @@ class ReviewPage(Page):
         self._findings: list[Finding] = []
         self._shown: list[Finding] = []
         self._load_error = ""  # why the project's last review cannot be shown
+        self._review: SavedReview | None = None  # the project's last review, as shown
         self._cancelling = False
         self.runner = CommandRunner(self)
         self.runner.line_printed.connect(self._on_runner_line_printed)
@@ -124,12 +129,18 @@ class ReviewPage(Page):
         self.map_view.photo_clicked.connect(self._on_map_view_photo_clicked)
         self.map_view.relabel_requested.connect(self.relabel_all)
         self.map_view.exclude_requested.connect(self.exclude_all)
-        self.tabs = QTabWidget(self)
-        self.tabs.addTab(self.splitter, "Findings")
-        self.tabs.addTab(self.map_view, "Map")
-        self.tabs.setDocumentMode(True)
-        self._stack = MessageStack(self.tabs, self)
+        self.label_next = LabelNextView(self)
+        self.label_next.labels_changed.connect(self.files_changed)
+        # Findings and the map need a review; labelling the next photos needs only a model.
+        self._stack = MessageStack(self.splitter, self)
         self.message_panel = self._stack.message_panel
+        self.findings_tab = self._stack
+        self.map_tab = MessageStack(self.map_view, self)
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self.findings_tab, "Findings")
+        self.tabs.addTab(self.map_tab, "Map")
+        self.tabs.addTab(self.label_next, "Label next")
+        self.tabs.setDocumentMode(True)
         self.message_panel.action_clicked.connect(self.review)
 
         self.apply_button = QPushButton("Apply relabels to folders…", self)
@@ -151,7 +162,7 @@ class ReviewPage(Page):
         layout.setContentsMargins(12, 12, 12, 8)
         layout.addWidget(self.header)
         layout.addLayout(controls)
-        layout.addWidget(self._stack, 1)
+        layout.addWidget(self.tabs, 1)
         layout.addLayout(bottom)
         self.gallery.installEventFilter(self)
         state.changed.connect(self._on_state_changed)
@@ -169,6 +180,10 @@ class ReviewPage(Page):
         """The cards on screen, in order."""
         return list(self._shown)
 
+    def set_report(self, report: HealthReport) -> None:
+        """The scan's classes are those photos can be labelled with."""
+        self.label_next.set_classes(report.classes)
+
     def refresh(self) -> None:
         """Follow the open project: read its last review and its decisions again."""
         data_path = self._state.config.data.path
@@ -176,10 +191,11 @@ class ReviewPage(Page):
         project_dir = project_dir_for(data_path) if data_path else None
         if project_dir != self._project_dir:
             self._project_dir = project_dir
-            self._findings, self._classes = [], ()
+            self._findings, self._classes, self._review = [], (), None
             self._decisions = None
             if project_dir is not None and not self.is_running:
                 self._load_review()
+            self.label_next.set_project(self._data_path, project_dir)
             self._show_findings()
         elif self._decisions is not None:
             try:
@@ -313,6 +329,7 @@ class ReviewPage(Page):
         assert self._project_dir is not None
         file = self._project_dir / REVIEW_JSON
         self._load_error = ""
+        self._review = None
         self.header.summary_label.clear()
         try:
             self._decisions = ReviewDecisions(self._project_dir)
@@ -323,6 +340,7 @@ class ReviewPage(Page):
             self._findings, self._classes = [], ()
             self._load_error = str(error)
             return
+        self._review = review
         self._classes, self._findings = review.classes, review.findings
         self.map_view.set_points(review.map, review.classes, review.findings)
         self.header.summary_label.setText(
@@ -340,12 +358,17 @@ class ReviewPage(Page):
                        and (decided or not self._status(finding))]
         self.gallery.set_images([self._card(finding) for finding in self._shown])
         self._update_controls()
+        if self._review is not None and self._review.map:
+            self.map_tab.show_content()
+        else:
+            self.map_tab.show_message("The map comes with a review",
+                                      "Review the photos to see them laid out by what the backbone sees in them.")
         if self._project_dir is None:
             self._stack.show_message("No project open", "Open a folder of labelled photos on the Project page.")
         elif self._load_error:
             self._stack.show_message("The last review cannot be read", self._load_error,
                                      icon=QStyle.StandardPixmap.SP_MessageBoxWarning, action="Review again")
-        elif not self._findings:
+        elif self._review is None:
             self._stack.show_message(
                 "Look for wrong labels, near-duplicates and outliers",
                 "The data doctor compares every photo with the others through the backbone's features and lists "
@@ -434,6 +457,7 @@ class ReviewPage(Page):
             self._decisions.reload()
         self._show_findings()
         self.decisions_changed.emit()
+        self.files_changed.emit()
 
     # Slots -----------------------------------------------------------------------------------------
 
@@ -447,7 +471,7 @@ class ReviewPage(Page):
         if row is None:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
             return
-        self.tabs.setCurrentWidget(self.splitter)
+        self.tabs.setCurrentWidget(self.findings_tab)
         self.choose(row)
 
     def _on_gallery_image_chosen(self, image: GalleryImage) -> None:
