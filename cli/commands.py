@@ -15,6 +15,7 @@ from types import ModuleType
 
 from cli import (
     backbones,
+    benchmark,
     cache,
     cam,
     config,
@@ -37,8 +38,8 @@ from engine.core.errors import TransferStudioError
 
 # In the order ``main.py --help`` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
-    scan, review, label_next, train, lr_find, sanity, preview, predict, evaluate, export, ensemble, cam, search, config,
-    doctor, backbones, cache,
+    scan, review, label_next, train, lr_find, sanity, preview, predict, evaluate, export, benchmark, ensemble, cam,
+    search, config, doctor, backbones, cache,
 )
 
 

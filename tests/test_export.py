@@ -277,7 +277,7 @@ def test_formats_without_a_form_for_the_source_are_refused_before_any_work(runs:
     manifest = save_manifest(build_manifest([runs["lite0"], runs["small"]]), runs["root"] / "pair.json")
     with pytest.raises(CheckpointError, match="an ensemble has no timm form"):
         export_model(manifest, out, ["timm"])
-    with pytest.raises(ConfigError, match="export formats: expected some of onnx, torchscript, timm"):
+    with pytest.raises(ConfigError, match="export formats: expected some of onnx, onnx-int8, torchscript, timm"):
         export_model(runs["lite0"], out, ["pickle"])
     with pytest.raises(ConfigError, match="export opset: must be >= 18"):
         export_model(runs["lite0"], out, ["onnx"], opset=17)

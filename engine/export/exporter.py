@@ -1,13 +1,16 @@
 """Export a checkpoint or an ensemble for deployment, and prove that each export computes what PyTorch computes.
 
 Formats (``engine.export.formats``, one module each): ONNX (one graph with the softmax inside,
-dynamic batch, a standalone ``predict.py`` beside it), TorchScript and a timm folder. Every
-export is run on real images against the PyTorch model before it is published (largest
-probability difference at most 1e-4), and carries its labels and preprocessing in a ``metadata.json``.
+dynamic batch, a standalone ``predict.py`` beside it), ONNX int8, TorchScript and a timm folder.
+Every exact export is run on real images against the PyTorch model before it is published (largest
+probability difference at most 1e-4); a quantized one is judged by its top-1 agreement and accuracy
+on the validation images instead, and one that loses too much is kept aside, not published. Each
+carries its labels and preprocessing in a ``metadata.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import shutil
@@ -38,6 +41,7 @@ from engine.export.formats import (
     write_metadata,
 )
 from engine.export.parity import CheckInputs, check_inputs, parity_difference
+from engine.export.samples import DEFAULT_MAX_ACCURACY_DROP, export_samples
 from engine.export.source import ExportSource, load_source, predictors_source
 
 # Largest absolute difference of any probability between an export and PyTorch that still passes.
@@ -62,6 +66,7 @@ class FormatExport:
         max_difference: largest absolute probability difference to PyTorch on the check images.
         export_seconds: time to write the export.
         check_seconds: time to reload it and run the parity check.
+        judgement: for a format that is not exact (int8), its top-1 agreement and accuracies.
     """
 
     format: str
@@ -70,6 +75,7 @@ class FormatExport:
     max_difference: float
     export_seconds: float
     check_seconds: float
+    judgement: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -96,10 +102,18 @@ class ExportResult:
         """One line per export (where it is, its parity, its timings), then one per skipped format."""
         inputs = f"{len(self.check_images)} images" if self.check_images else "random inputs (no images found)"
         return [
-            f"{item.format}: {item.path}  max |difference| to PyTorch {item.max_difference:.1e} on {inputs} "
+            f"{item.format}: {item.path}  {_check_words(item, inputs)} "
             f"(export {item.export_seconds:.1f} s, check {item.check_seconds:.1f} s)"
             for item in self.exports.values()
         ] + [f"{name}: not exported: {reason}" for name, reason in self.skipped.items()]
+
+
+def _check_words(item: FormatExport, inputs: str) -> str:
+    if not item.judgement:
+        return f"max |difference| to PyTorch {item.max_difference:.1e} on {inputs}"
+    judged = item.judgement
+    return (f"top-1 agreement with PyTorch {judged['top1_agreement']:.1%}, accuracy {judged['accuracy_int8']:.1%} "
+            f"(float {judged['accuracy_float']:.1%}) on {judged['images']}")
 
 
 def export_model(
@@ -110,6 +124,7 @@ def export_model(
     opset: int = MIN_OPSET,
     check_images: Sequence[Path] | None = None,
     tolerance: float = PARITY_TOLERANCE,
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     log: Log | None = None,
 ) -> ExportResult:
     """Export a checkpoint (or run folder, or ensemble manifest) and check every export against PyTorch.
@@ -123,15 +138,17 @@ def export_model(
         source: a ``.safetensors`` checkpoint, its ``.json``, a run folder (its best), or an
             ensemble manifest ``.json``.
         out_dir: the export folder (created if needed).
-        formats: any of ``onnx``, ``torchscript``, ``timm``; None: every format the source
-            has. An ensemble has no timm form, nor has a checkpoint with an mlp head (timm
-            cannot rebuild that head): asking for one is refused.
+        formats: any of ``onnx``, ``onnx-int8``, ``torchscript``, ``timm``; None: every format the
+            source has, except the opt-in ``onnx-int8``. An ensemble has no timm form, nor has a
+            checkpoint with an mlp head (timm cannot rebuild that head): asking for one is refused.
         opset: ONNX opset, at least 18 (the oldest the exporter writes).
         check_images: real images for the parity check; None takes a few from the data
             folder the model was trained on (random inputs if that folder is gone); an empty
             list asks for random inputs only.
         tolerance: the largest absolute probability difference to PyTorch an export may show
             and still be published (default ``PARITY_TOLERANCE``).
+        max_accuracy_drop: the most top-1 accuracy (a fraction: 0.01 is one point) an int8 export
+            may lose on the validation images and still be published.
         log: called with one line per finished export (e.g. ``print``).
 
     Returns:
@@ -144,10 +161,10 @@ def export_model(
             not published (an older export of its format stays as it was).
         DatasetError: none of the given check images can be read.
     """
-    chosen = _check_formats(formats, opset, tolerance)
+    chosen = _check_formats(formats, opset, tolerance, max_accuracy_drop)
     exported = load_source(Path(source))
     return _export(exported, Path(out_dir), chosen, opset=opset, check_images=check_images, tolerance=tolerance,
-                   log=log)
+                   max_accuracy_drop=max_accuracy_drop, log=log)
 
 
 def export_ensemble(
@@ -180,13 +197,17 @@ def export_ensemble(
         ConfigError: bad formats, opset, weights or tolerance.
         CheckpointError: members that disagree on classes or preprocessing, or a failed parity check.
     """
-    chosen = _check_formats(formats, opset, tolerance)
+    chosen = _check_formats(formats, opset, tolerance, DEFAULT_MAX_ACCURACY_DROP)
     exported = predictors_source(list(predictors), weights, {"kind": "ensemble", **(description or {})})
     return _export(exported, Path(out_dir), chosen, opset=opset, check_images=check_images, tolerance=tolerance,
-                   log=log)
+                   max_accuracy_drop=DEFAULT_MAX_ACCURACY_DROP, log=log)
 
 
-def _check_formats(formats: Sequence[str] | None, opset: int, tolerance: float) -> list[str] | None:
+def _check_formats(formats: Sequence[str] | None, opset: int, tolerance: float,
+                   max_accuracy_drop: float) -> list[str] | None:
+    if not 0 <= max_accuracy_drop <= 1:
+        raise ConfigError(f"export max_accuracy_drop: must be a fraction in [0, 1] (0.01 is one point of top-1), "
+                          f"got {max_accuracy_drop!r}")
     if not tolerance >= 0:
         raise ConfigError(f"export tolerance: must be a number >= 0 (largest probability difference), "
                           f"got {tolerance!r}")
@@ -205,19 +226,25 @@ def _check_formats(formats: Sequence[str] | None, opset: int, tolerance: float) 
 
 
 def _export(source: ExportSource, out_dir: Path, formats: list[str] | None, *, opset: int,
-            check_images: Sequence[Path] | None, tolerance: float, log: Log | None) -> ExportResult:
+            check_images: Sequence[Path] | None, tolerance: float, max_accuracy_drop: float,
+            log: Log | None) -> ExportResult:
     subject = source.subject()
     refusals = {name: reason for name in EXPORT_FORMATS
                 if (reason := get_export_format(name).refusal(subject)) is not None}
     skipped: dict[str, str] = {}
     if formats is None:
-        formats = [name for name in EXPORT_FORMATS if name not in refusals]
-        skipped = refusals
+        by_default = [name for name in EXPORT_FORMATS if get_export_format(name).by_default]
+        formats = [name for name in by_default if name not in refusals]
+        skipped = {name: reason for name, reason in refusals.items() if name in by_default}
     for name in formats:
         if name in refusals:
             raise CheckpointError(f"{source.label}: {refusals[name]}")
     for name in formats:
         get_export_format(name).require()
+    if any(get_export_format(name).needs_samples for name in formats):
+        subject = dataclasses.replace(subject, samples=export_samples(
+            source.configs[0], source.classes, source.settings[0], label=source.label,
+            max_accuracy_drop=max_accuracy_drop))
     check = check_inputs(source, subject.graph, check_images)
     shared = _shared_metadata(source, check)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -271,26 +298,39 @@ def _export_format(export_format: ExportFormat, subject: ExportSubject, check: C
         path = export_format.write(subject, staging, metadata, opset)
         export_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        difference = parity_difference(export_format.load(path), check)
+        runner = export_format.load(path)
+        difference = parity_difference(runner, check)
+        try:
+            judgement = export_format.judge(runner, subject)
+        except CheckpointError as error:
+            # Kept aside for a look (with what it was judged on), never where the published one goes.
+            metadata["refused"] = str(error)
+            write_metadata(staging, metadata)
+            with stops_deferred():
+                aside = _publish(staging, out_dir / f"{name}.refused")
+            raise CheckpointError(f"{error} (kept aside in {aside})") from error
         check_seconds = time.perf_counter() - started
-        if not difference <= tolerance:
+        if judgement is None and not difference <= tolerance:
             raise CheckpointError(
                 f"{subject.label}: the {name} export differs from PyTorch by {difference:.2e} (more than "
                 f"{tolerance:.1e}) on {len(check.images)} inputs; it was not published"
             )
         metadata["parity"] = {
             "max_difference": difference,
-            "tolerance": tolerance,
+            "tolerance": tolerance if judgement is None else None,
             "images": [image.name for image in check.paths],
             "random_inputs": not check.paths,
         }
+        if judgement is not None:
+            metadata["judgement"] = judgement
         write_metadata(staging, metadata)
         with stops_deferred():
             folder = _publish(staging, out_dir / name)
     finally:
         with stops_deferred():  # a stop signal must not leave half a staging folder behind
             shutil.rmtree(staging, ignore_errors=True)
-    return FormatExport(name, folder, folder / path.relative_to(staging), difference, export_seconds, check_seconds)
+    return FormatExport(name, folder, folder / path.relative_to(staging), difference, export_seconds, check_seconds,
+                        judgement or {})
 
 
 def _publish(staging: Path, final: Path) -> Path:

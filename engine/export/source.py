@@ -30,6 +30,7 @@ class ExportSource:
     heads: list[Mapping[str, Any] | None]
     data_paths: list[str]
     description: dict[str, Any]
+    configs: list[dict[str, Any]]  # each member's run config as its checkpoint saved it
     # The ensemble to check against; None: the weighted average of the members' predictions.
     reference: Ensemble | None = None
 
@@ -138,6 +139,7 @@ def predictors_source(predictors: list[Predictor], weights: Sequence[float] | No
         heads=[item.get("head") for item in metadata],
         data_paths=[str(((item.get("config") or {}).get("data") or {}).get("path") or "") for item in metadata],
         description=description,
+        configs=[item.get("config") or {} for item in metadata],
     )
 
 

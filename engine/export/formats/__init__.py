@@ -1,4 +1,5 @@
-"""Deployment formats, one module each, registered in ``EXPORT_FORMATS``: ONNX, TorchScript, a timm folder.
+"""Deployment formats, one module each, registered in ``EXPORT_FORMATS``: ONNX (float and int8), TorchScript,
+a timm folder.
 
 Each format writes an ``ExportSubject`` (a model or an ensemble as one probability graph)
 into a folder and loads it back as a callable from normalised ``(N, 3, H, W)`` float32
@@ -10,6 +11,7 @@ subclass passed to ``register_export_format``, imported below.
 # Importing a format registers it; this order is the order exports are written and listed in.
 # isort: off
 from engine.export.formats import onnx_format  # noqa: F401
+from engine.export.formats import onnx_int8_format  # noqa: F401
 from engine.export.formats import torchscript_format  # noqa: F401
 from engine.export.formats import timm_format  # noqa: F401
 # isort: on
@@ -18,6 +20,7 @@ from engine.export.formats.base import (
     METADATA_FILE,
     METADATA_FORMAT,
     ExportFormat,
+    ExportSamples,
     ExportSubject,
     ProbabilityRunner,
     get_export_format,
@@ -39,7 +42,7 @@ from engine.export.formats.torchscript_format import TORCHSCRIPT_FILE, load_torc
 
 __all__ = [
     "EXPORT_FORMATS", "METADATA_FILE", "METADATA_FORMAT", "MIN_OPSET", "ONNX_FILE", "ONNX_INPUT", "ONNX_OUTPUT",
-    "PREDICT_SCRIPT", "PREDICT_TEMPLATE", "TORCHSCRIPT_FILE", "ExportFormat", "ExportSubject", "ProbabilityRunner",
-    "get_export_format", "load_timm_folder", "load_torchscript", "read_onnx_metadata", "register_export_format",
-    "require_onnx_packages", "timm_head_problem", "write_metadata",
+    "PREDICT_SCRIPT", "PREDICT_TEMPLATE", "TORCHSCRIPT_FILE", "ExportFormat", "ExportSamples", "ExportSubject",
+    "ProbabilityRunner", "get_export_format", "load_timm_folder", "load_torchscript", "read_onnx_metadata",
+    "register_export_format", "require_onnx_packages", "timm_head_problem", "write_metadata",
 ]

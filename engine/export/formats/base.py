@@ -38,6 +38,26 @@ ProbabilityRunner = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
+class ExportSamples:
+    """Real images of the model's own data, for formats that are not exact (quantized ones).
+
+    Attributes:
+        calibration: ``(N, 3, H, W)`` float32 normalised training images to calibrate with.
+        validation: ``(M, 3, H, W)`` float32 normalised validation images to judge the format on.
+        labels: ``(M,)`` the validation images' class indices, in the subject's class order.
+        max_accuracy_drop: the most top-1 accuracy (a fraction, 0.01 = 1 point) a format may lose
+            against the float model and still be published.
+        source: where the images came from, in words.
+    """
+
+    calibration: np.ndarray
+    validation: np.ndarray
+    labels: np.ndarray
+    max_accuracy_drop: float
+    source: str
+
+
+@dataclass(frozen=True)
 class ExportSubject:
     """What is exported, as the formats see it: one model or an ensemble, already on the CPU in eval mode.
 
@@ -51,6 +71,7 @@ class ExportSubject:
         classes: label names, in output order.
         settings: the preprocessing of the graph's input (the first member's).
         is_ensemble: more than one member, or a manifest of one.
+        samples: real images for formats that need them (``ExportFormat.needs_samples``), else None.
     """
 
     label: str
@@ -61,6 +82,7 @@ class ExportSubject:
     classes: Sequence[str]
     settings: DataSettings
     is_ensemble: bool
+    samples: ExportSamples | None = None
 
 
 class ExportFormat(abc.ABC):
@@ -71,6 +93,13 @@ class ExportFormat(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # as the Export page names it
+    use: ClassVar[str] = ""  # who uses it, in a sentence, for the Export page
+    model_file: ClassVar[str] = ""  # the model's file in the export folder; empty: the folder is the model
+    # Written when every format is asked for (no formats named); an opt-in format is written only by name.
+    by_default: ClassVar[bool] = True
+    # Needs ``subject.samples`` (real images to calibrate and judge with) to be written and checked.
+    needs_samples: ClassVar[bool] = False
 
     def require(self) -> None:
         """Fail early, before any work, when an optional package the format needs is missing.
@@ -96,8 +125,29 @@ class ExportFormat(abc.ABC):
         """
 
     @abc.abstractmethod
-    def load(self, path: Path) -> ProbabilityRunner:
-        """The written export, loaded the way its consumers load it, as ``images -> probabilities``."""
+    def load(self, path: Path, *, threads: int | None = None) -> ProbabilityRunner:
+        """The written export, loaded the way its consumers load it, as ``images -> probabilities``.
+
+        Args:
+            path: the model file (or folder) ``write`` returned.
+            threads: CPU threads for a runtime of its own (onnxruntime); torch formats follow
+                ``torch.set_num_threads``. None: the runtime's default.
+        """
+
+    def model_path(self, folder: Path) -> Path:
+        """The model file (or folder) of a published export folder of this format."""
+        return folder / self.model_file if self.model_file else folder
+
+    def judge(self, runner: ProbabilityRunner, subject: ExportSubject) -> dict[str, Any] | None:
+        """A format that is not exact judges itself here: None (the default) means "exact: check parity".
+
+        Returns:
+            The facts of the check, for ``metadata.json``, when the export may be published.
+
+        Raises:
+            CheckpointError: the export is not good enough to publish (the message gives the numbers).
+        """
+        return None
 
 
 # The package's __init__ imports every format module, so the registry needs no source.

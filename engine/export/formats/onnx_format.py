@@ -40,6 +40,9 @@ class OnnxFormat(ExportFormat):
     """``model.onnx`` and ``predict.py``; the ONNX file carries labels and preprocessing in its ``metadata_props``."""
 
     name = "onnx"
+    title = "ONNX"
+    use = "Runs anywhere with onnxruntime (C++, C#, JS, mobile); a predict.py is written beside it."
+    model_file = ONNX_FILE
 
     def require(self) -> None:
         require_onnx_packages()
@@ -54,8 +57,8 @@ class OnnxFormat(ExportFormat):
         atomic_write_text(folder / PREDICT_SCRIPT, PREDICT_TEMPLATE.read_text(encoding="utf-8"))
         return path
 
-    def load(self, path: Path) -> ProbabilityRunner:
-        return load_onnx_runner(path)
+    def load(self, path: Path, *, threads: int | None = None) -> ProbabilityRunner:
+        return load_onnx_runner(path, threads=threads)
 
 
 def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, opset: int,
@@ -108,12 +111,19 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, opset: i
     return int(program.model.opset_imports.get("", opset))
 
 
-def load_onnx_runner(path: Path) -> ProbabilityRunner:
-    """An onnxruntime CPU session over an exported file, as ``images -> probabilities``."""
+def load_onnx_runner(path: Path, *, threads: int | None = None) -> ProbabilityRunner:
+    """An onnxruntime CPU session over an exported file, as ``images -> probabilities``.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: intra-op threads; None: onnxruntime's default (every core).
+    """
     import onnxruntime  # the optional "export" extra, on first use
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: the CPU provider's notes are not for our users
+    if threads is not None:
+        options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda images: session.run([ONNX_OUTPUT], {ONNX_INPUT: images})[0]
 

@@ -32,6 +32,8 @@ class TimmFormat(ExportFormat):
     """A timm folder: the member's own architecture and weights, the temperature folded into the classifier."""
 
     name = "timm"
+    title = "timm folder"
+    use = "For timm users who fine-tune further: timm.create_model(\"local-dir:FOLDER\") rebuilds it."
 
     def refusal(self, subject: ExportSubject) -> str | None:
         if subject.is_ensemble:
@@ -50,7 +52,7 @@ class TimmFormat(ExportFormat):
         metadata["output"] = {**metadata["output"], "meaning": meaning}
         return folder
 
-    def load(self, path: Path) -> ProbabilityRunner:
+    def load(self, path: Path, *, threads: int | None = None) -> ProbabilityRunner:
         model = load_timm_folder(path)
         return torch_runner(lambda images: model(images).softmax(dim=1))
 

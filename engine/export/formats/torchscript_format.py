@@ -32,13 +32,16 @@ class TorchScriptFormat(ExportFormat):
     """``model.torchscript.pt``: loads with ``torch.jit.load`` alone, no Transfer Studio or timm needed."""
 
     name = "torchscript"
+    title = "TorchScript"
+    use = "For PyTorch without our code: torch.jit.load in Python, or LibTorch in a C++ server."
+    model_file = TORCHSCRIPT_FILE
 
     def write(self, subject: ExportSubject, folder: Path, metadata: dict[str, Any], opset: int) -> Path:
         path = folder / TORCHSCRIPT_FILE
         write_torchscript(subject.graph, example_batch(subject.settings), path, metadata=metadata)
         return path
 
-    def load(self, path: Path) -> ProbabilityRunner:
+    def load(self, path: Path, *, threads: int | None = None) -> ProbabilityRunner:
         module, _ = load_torchscript(path)
         return torch_runner(module)
 

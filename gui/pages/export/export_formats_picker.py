@@ -5,15 +5,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QGridLayout, QGroupBox, QLabel, QWidget
 
-from engine.export.formats import EXPORT_FORMATS
+from engine.export.formats import EXPORT_FORMATS, get_export_format
 from gui.style import secondary_label
-
-FORMAT_TITLES = {"onnx": "ONNX", "torchscript": "TorchScript", "timm": "timm folder"}
-FORMAT_USES = {
-    "onnx": "Runs anywhere with onnxruntime (C++, C#, JS, mobile); a predict.py is written beside it.",
-    "torchscript": "For PyTorch without our code: torch.jit.load in Python, or LibTorch in a C++ server.",
-    "timm": "For timm users who fine-tune further: timm.create_model(\"local-dir:FOLDER\") rebuilds it.",
-}
 
 
 class FormatPicker(QGroupBox):
@@ -28,15 +21,16 @@ class FormatPicker(QGroupBox):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Formats", parent)
         self._refusals: dict[str, str] | None = None  # None until the chosen model's formats are known
-        self._wanted = dict.fromkeys(EXPORT_FORMATS, True)  # the user's ticks, kept while a model lacks a format
+        # The user's ticks, kept while a model lacks a format; opt-in formats start unticked.
+        self._wanted = {name: get_export_format(name).by_default for name in EXPORT_FORMATS}
         self.boxes: dict[str, QCheckBox] = {}
         self.labels: dict[str, QLabel] = {}
         grid = QGridLayout(self)
         grid.setColumnStretch(1, 1)
         grid.setVerticalSpacing(8)
         for row, name in enumerate(EXPORT_FORMATS):
-            self.boxes[name] = QCheckBox(FORMAT_TITLES[name], self)
-            self.boxes[name].setChecked(True)
+            self.boxes[name] = QCheckBox(get_export_format(name).title, self)
+            self.boxes[name].setChecked(self._wanted[name])
             self.boxes[name].toggled.connect(self._on_box_toggled)
             self.labels[name] = secondary_label(self)
             grid.addWidget(self.boxes[name], row, 0, Qt.AlignmentFlag.AlignTop)
@@ -62,7 +56,7 @@ class FormatPicker(QGroupBox):
             box.setChecked(self._wanted[name] and not reason)
             box.blockSignals(False)
             box.setEnabled(not reason)
-            text = f"Not available for this model: {reason}" if reason else FORMAT_USES[name]
+            text = f"Not available for this model: {reason}" if reason else get_export_format(name).use
             box.setToolTip(text)
             self.labels[name].setText(text)
             self.labels[name].setToolTip(text)

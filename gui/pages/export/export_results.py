@@ -31,8 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.export.formats import ONNX_FILE, PREDICT_SCRIPT, TORCHSCRIPT_FILE
-from gui.pages.export.export_formats_picker import FORMAT_TITLES
+from engine.export.formats import ONNX_FILE, PREDICT_SCRIPT, get_export_format
 from gui.style import ok_color, severity_color
 from gui.widgets.elided_label import ElidedLabel
 
@@ -50,23 +49,25 @@ class ExportedFormat:
         path: the model file, or the folder for timm.
         size: bytes on disk (the whole folder for timm).
         max_difference: largest absolute probability difference to PyTorch in the parity check.
-        tolerance: the largest difference the check accepts.
+        tolerance: the largest difference the check accepts; None for a format judged instead (int8).
         images: names of the real images checked; empty when random inputs were used.
         opset: the ONNX opset written; None for other formats.
+        judgement: of a format judged instead of parity-checked: top-1 agreement and accuracies.
     """
 
     format: str
     path: Path
     size: int
     max_difference: float
-    tolerance: float
+    tolerance: float | None
     images: tuple[str, ...]
     opset: int | None
+    judgement: dict | None = None
 
     @property
     def passed(self) -> bool:
-        """Whether the export computes what PyTorch computes, within the tolerance."""
-        return self.max_difference <= self.tolerance
+        """Whether the export computes what PyTorch computes within the tolerance, or passed its judgement."""
+        return self.tolerance is None or self.max_difference <= self.tolerance
 
 
 def read_export(out_dir: Path, formats: Sequence[str]) -> list[ExportedFormat]:
@@ -79,11 +80,13 @@ def read_export(out_dir: Path, formats: Sequence[str]) -> list[ExportedFormat]:
     for name in formats:
         folder = out_dir / name
         metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-        path = {"onnx": folder / ONNX_FILE, "torchscript": folder / TORCHSCRIPT_FILE}.get(name, folder)
+        path = get_export_format(name).model_path(folder)
         size = sum(file.stat().st_size for file in folder.iterdir()) if path.is_dir() else path.stat().st_size
         parity = metadata["parity"]
-        exported.append(ExportedFormat(name, path, size, float(parity["max_difference"]), float(parity["tolerance"]),
-                                       tuple(parity.get("images") or ()), metadata.get("opset")))
+        tolerance = None if parity.get("tolerance") is None else float(parity["tolerance"])
+        exported.append(ExportedFormat(name, path, size, float(parity["max_difference"]), tolerance,
+                                       tuple(parity.get("images") or ()), metadata.get("opset"),
+                                       metadata.get("judgement")))
     return exported
 
 
@@ -188,13 +191,19 @@ class ExportResults(QGroupBox):
         return command
 
     def _cells(self, item: ExportedFormat) -> list[QTableWidgetItem]:
-        title = FORMAT_TITLES[item.format] + (f" (opset {item.opset})" if item.opset else "")
+        title = get_export_format(item.format).title + (f" (opset {item.opset})" if item.opset else "")
         inputs = f"{len(item.images)} real images" if item.images else "random inputs (no images found)"
         parity = QTableWidgetItem(f"{PASSED if item.passed else FAILED} {item.max_difference:.1e} on {inputs}")
         parity.setForeground(ok_color(self.palette()) if item.passed else severity_color("error", self.palette()))
         checked = ":\n" + "\n".join(item.images) if item.images else ""
         parity.setToolTip(f"Largest difference of any probability to PyTorch (tolerance "
-                          f"{tolerance_text(item.tolerance)}){checked}")
+                          f"{tolerance_text(item.tolerance)}){checked}" if item.tolerance is not None else "")
+        if item.judgement:
+            judged = item.judgement
+            parity.setText(f"{PASSED} {judged['top1_agreement']:.1%} top-1 agreement, accuracy "
+                           f"{judged['accuracy_int8']:.1%} (float {judged['accuracy_float']:.1%})")
+            parity.setToolTip(f"Judged on {judged['images']}; refused when accuracy drops more than "
+                              f"{judged['max_accuracy_drop']:.1%}")
         parity.setData(Qt.ItemDataRole.UserRole, item.max_difference)
         shown = item.path.relative_to(self._out_dir) if self._out_dir is not None else item.path
         file = QTableWidgetItem(str(shown) + ("/" if item.path.is_dir() else ""))

@@ -31,10 +31,10 @@ from PySide6.QtWidgets import (
 from engine.core.errors import TransferStudioError
 from engine.core.paths import project_dir_for
 from engine.evaluation.catalog import ModelEntry
-from engine.export.formats import MIN_OPSET, require_onnx_packages, timm_head_problem
+from engine.export.formats import MIN_OPSET, get_export_format, require_onnx_packages, timm_head_problem
 from engine.models.checkpoint_metadata import read_checkpoint_metadata
 from gui.pages.base import Page
-from gui.pages.export.export_formats_picker import FORMAT_TITLES, FormatPicker
+from gui.pages.export.export_formats_picker import FormatPicker
 from gui.pages.export.export_results import ExportedFormat, ExportResults, read_export, tolerance_text
 from gui.services.command_runner import CommandRunner
 from gui.services.config_state import ConfigState
@@ -196,7 +196,7 @@ class ExportPage(Page):
         if self.folder_images_radio.isChecked():
             arguments += ["--check-images", self.check_folder_edit.text().strip()]
         self._cancelled = False
-        titles = ", ".join(FORMAT_TITLES[name] for name in self._formats)
+        titles = ", ".join(get_export_format(name).title for name in self._formats)
         self.results.start(f"python main.py export {shlex.join(arguments)}",
                            f"Exporting {entry.label} as {titles}; each export is checked against PyTorch before "
                            "it is kept (ONNX takes 10–30 s)…")
@@ -378,9 +378,12 @@ class ExportPage(Page):
     def _on_results_worker_returned(self, exported: list[ExportedFormat]) -> None:
         self.results.show_exported(self._out_dir, exported)
         if all(item.passed for item in exported):
-            tolerance = max(item.tolerance for item in exported)  # the one the CLI checked against
-            self.results.set_status(f"Exported to {self._out_dir}. Each export computes what PyTorch computes "
-                                    f"(largest difference ≤ {tolerance_text(tolerance)}).", "ok")
+            # The one the CLI checked against; a quantized format is judged on accuracy instead.
+            tolerances = [item.tolerance for item in exported if item.tolerance is not None]
+            judged = " (int8: within its accuracy limit)" if len(tolerances) < len(exported) else ""
+            exact = (f"Each export computes what PyTorch computes (largest difference ≤ "
+                     f"{tolerance_text(max(tolerances))}){judged}." if tolerances else "It passed its accuracy check.")
+            self.results.set_status(f"Exported to {self._out_dir}. {exact}", "ok")
         else:
             self.results.set_status(f"Exported to {self._out_dir}, but an export differs from PyTorch: see the "
                                     "Parity column.", "error")
