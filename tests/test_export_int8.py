@@ -128,3 +128,24 @@ def test_benchmark_names_what_is_wrong_in_one_line(tmp_path: Path, capsys) -> No
     error = capsys.readouterr().err
     assert f"{damaged / 'metadata.json'}: the export's metadata cannot be read" in error
     assert "Traceback" not in error and len(error.strip().splitlines()) == 1
+
+
+def test_a_refused_int8_export_is_kept_aside_and_the_published_one_stays(
+    checkpoint: Path, int8_export, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, out = int8_export
+    published = {path.name: path.read_bytes() for path in (out / "onnx-int8").iterdir()}
+    int8 = get_export_format("onnx-int8")
+    real_judge = int8.judge
+
+    def strict_judge(runner, subject):  # the real judgement, with no accuracy loss allowed at all
+        strict = dataclasses.replace(subject.samples, max_accuracy_drop=-1.0)
+        return real_judge(runner, dataclasses.replace(subject, samples=strict))
+
+    monkeypatch.setattr(int8, "judge", strict_judge)
+    with pytest.raises(CheckpointError, match=r"not published \(kept aside in .*onnx-int8\.refused\)"):
+        export_model(checkpoint, out, ["onnx-int8"])
+    assert {path.name: path.read_bytes() for path in (out / "onnx-int8").iterdir()} == published
+    aside = json.loads((out / "onnx-int8.refused" / "metadata.json").read_text())
+    assert "loses" in aside["refused"]
+    assert not [path.name for path in out.iterdir() if "staging" in path.name]
