@@ -1,10 +1,11 @@
 """The ``onnx-int8`` format: the ONNX graph quantized to 8-bit integers by ONNX Runtime's static quantization.
 
-Weights are quantized per output channel, activations per tensor, with QDQ nodes (what ONNX Runtime's CPU,
-TensorRT and OpenVINO providers fuse); the activation ranges are calibrated on a few hundred of the
-model's own training images (``engine.export.samples``). An int8 model is not exact, so it is judged, not
-parity-checked: on the validation images it must agree with the float model's top-1 and lose no more than
-``max_accuracy_drop`` of top-1 accuracy; otherwise it is refused with the numbers, and not published.
+Weights are quantized per output channel (7-bit range, for x86), activations per tensor, with QDQ
+nodes (what ONNX Runtime's CPU, TensorRT and OpenVINO providers fuse); the activation ranges are
+calibrated on a few hundred of the model's own training images (``engine.export.samples``); the first
+convolution and the classifier stay in float. An int8 model is not exact, so it is judged, not
+parity-checked: on the validation images it must agree with the float model's top-1 and lose no more
+than ``max_accuracy_drop`` of top-1 accuracy; otherwise it is refused with the numbers, and not published.
 Opt-in: written only when asked for by name.
 """
 
@@ -70,6 +71,10 @@ class OnnxInt8Format(ExportFormat):
                 str(prepared_file), str(path), _calibration_reader(samples.calibration),
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                # 7-bit weights: x86 CPUs saturate u8 x s8 products otherwise (ONNX Runtime's advice). With the
+                # first convolution and the classifier kept in float, a Lite0 trained 3 epochs on the demo went
+                # from 90% to 97% top-1 agreement with the float model (71% -> 75% accuracy, float 78%).
+                reduce_range=True, nodes_to_exclude=_kept_in_float(prepared_file),
             )
         except Exception as error:  # noqa: BLE001  the quantizer raises anything; one line is what a user needs
             raise CheckpointError(f"{subject.label}: ONNX Runtime could not quantize the model to int8: "
@@ -107,6 +112,15 @@ class OnnxInt8Format(ExportFormat):
                 "not published"
             )
         return verdict
+
+
+def _kept_in_float(model_file: Path) -> list[str]:
+    """The nodes left unquantized: the first convolution (it sees raw pixels), the classifier and the softmax."""
+    import onnx
+
+    nodes = onnx.load(str(model_file), load_external_data=False).graph.node
+    first_conv = [node.name for node in nodes if node.op_type == "Conv"][:1]
+    return first_conv + [node.name for node in nodes if node.op_type in ("Gemm", "MatMul", "Softmax")]
 
 
 def int8_verdict(reference: np.ndarray, quantized: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
