@@ -66,7 +66,19 @@ def test_exports_a_checkpoint_to_onnx_and_timm_with_parity(qtbot: QtBot, page: E
     assert any(line.startswith("onnx: ") for line in page.results.log_view.toPlainText().splitlines())
 
     table, buttons = page.results.table, page.results.open_folder_button
+    page.resize(950, 800)  # room for the benchmark below the results (in the window, the page scrolls)
     qtbot.waitUntil(lambda: buttons.y() >= table.geometry().bottom())  # laid out below the rows, not over them
+
+    # The benchmark of what was just exported, beside the PyTorch model it came from.
+    assert page.benchmark.run_button.isEnabled()
+    page.benchmark.benchmark()
+    assert page.benchmark.is_running and page.benchmark.progress_bar.isVisible()
+    qtbot.waitUntil(lambda: not page.benchmark.is_running, timeout=EXPORT_TIMEOUT_MS)
+    measured = page.benchmark.table
+    assert [measured.item(row, 0).text() for row in range(measured.rowCount())] == ["pytorch", "onnx", "timm"]
+    marks = [measured.item(row, 6).text() for row in range(measured.rowCount())]
+    assert any("fastest" in mark for mark in marks) and any("most accurate" in mark for mark in marks)
+    assert (out / "benchmark.json").is_file() and "validation images" in page.benchmark.status_label.text()
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     assert page.grab().save(str(SCREENSHOT))
 

@@ -34,6 +34,7 @@ from engine.evaluation.catalog import ModelEntry
 from engine.export.formats import MIN_OPSET, get_export_format, require_onnx_packages, timm_head_problem
 from engine.models.checkpoint_metadata import read_checkpoint_metadata
 from gui.pages.base import Page
+from gui.pages.export.benchmark_panel import BenchmarkPanel
 from gui.pages.export.export_formats_picker import FormatPicker
 from gui.pages.export.export_results import ExportedFormat, ExportResults, read_export, tolerance_text
 from gui.services.command_runner import CommandRunner
@@ -150,6 +151,7 @@ class ExportPage(Page):
         self.progress_bar.setTextVisible(False)
         self.progress_bar.setFixedWidth(160)
         self.results = ExportResults(self)
+        self.benchmark = BenchmarkPanel(self)
 
         self._stack = MessageStack(self._create_content(), self)
         self.message_panel = self._stack.message_panel
@@ -253,6 +255,7 @@ class ExportPage(Page):
         layout.addLayout(settings)
         layout.addLayout(actions)
         layout.addWidget(self.results, 1)
+        layout.addWidget(self.benchmark)
         return content
 
     def _update_actions(self) -> None:
@@ -377,6 +380,7 @@ class ExportPage(Page):
 
     def _on_results_worker_returned(self, exported: list[ExportedFormat]) -> None:
         self.results.show_exported(self._out_dir, exported)
+        self.benchmark.set_export_dir(self._out_dir)
         if all(item.passed for item in exported):
             # The one the CLI checked against; a quantized format is judged on accuracy instead.
             tolerances = [item.tolerance for item in exported if item.tolerance is not None]
