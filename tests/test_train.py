@@ -14,7 +14,6 @@ from torch import nn
 
 from engine.core.config import RunConfig
 from engine.core.paths import project_dir_for
-from engine.evaluation.predict import Predictor
 from engine.models.checkpoint import load_checkpoint
 from engine.training.callback import Callback, LoopState
 from engine.training.runfolder import RunFolder, read_events
@@ -228,14 +227,12 @@ def test_cli_evaluate_writes_a_report(demo_run: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_export_to_onnx_with_its_predict_script(demo_run: Path, tmp_path: Path) -> None:
-    result = run_cli("export", str(demo_run), str(tmp_path / "export"), "--format", "onnx",
+def test_cli_export_writes_the_format_asked_for_checked_on_the_images_given(demo_run: Path, tmp_path: Path) -> None:
+    # TorchScript, the quickest format to write: predict.py beside an ONNX export is checked in test_export.py.
+    result = run_cli("export", str(demo_run), str(tmp_path / "export"), "--format", "torchscript",
                      "--check-images", str(DEMO / "bag"))
     assert result.returncode == 0, result.stderr
-    assert "max |difference| to PyTorch" in result.stdout
-    script = tmp_path / "export" / "onnx" / "predict.py"
-    photo = sorted((DEMO / "bag").glob("*.png"))[0]
-    printed = subprocess.run([sys.executable, str(script), str(script.parent / "model.onnx"), str(photo)],
-                             capture_output=True, text=True, timeout=120, check=True).stdout
-    expected = Predictor(demo_run / "checkpoints" / "best.safetensors", device="cpu").predict([photo], top_k=1)[0]
-    assert printed.split("\t")[1] == expected.labels[0]
+    bags = len(list((DEMO / "bag").glob("*.png")))
+    assert "max |difference| to PyTorch" in result.stdout and f"on {bags} images" in result.stdout
+    assert sorted(path.name for path in (tmp_path / "export").iterdir()) == ["torchscript"]
+    assert (tmp_path / "export" / "torchscript" / "model.torchscript.pt").is_file()

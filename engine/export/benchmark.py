@@ -48,7 +48,7 @@ class FormatBenchmark:
         size_bytes: on disk (a folder's files together).
         latency_p50_ms: median time of one call on ``batch`` images.
         latency_p95_ms: 95th percentile of that time.
-        throughput_images_per_s: images per second through calls of ``THROUGHPUT_BATCH`` images.
+        throughput_images_per_s: images per second through calls of the throughput batch.
         top1: accuracy on the labelled images; None when there were none.
     """
 
@@ -72,6 +72,7 @@ class BenchmarkReport:
         threads: CPU threads each runtime was given.
         images: which labelled images top-1 was measured on, in words ("" when none).
         notes: what was left out and why, in words.
+        throughput_batch: images per call of the throughput measurement.
     """
 
     export_dir: Path
@@ -80,6 +81,7 @@ class BenchmarkReport:
     threads: int
     images: str
     notes: list[str] = field(default_factory=list)
+    throughput_batch: int = THROUGHPUT_BATCH
 
     @property
     def fastest(self) -> str:
@@ -103,13 +105,13 @@ class BenchmarkReport:
             lines.append(f"{row.format:<12} {row.size_bytes / 1e6:>7.1f}MB {row.latency_p50_ms:>8.2f} "
                          f"{row.latency_p95_ms:>8.2f} {row.throughput_images_per_s:>8.1f} {top1:>7}"
                          + (f"  <- {', '.join(marks)}" if marks else ""))
-        lines.append(f"batch {self.batch} for latency, {THROUGHPUT_BATCH} for throughput; {self.threads} threads; "
+        lines.append(f"batch {self.batch} for latency, {self.throughput_batch} for throughput; {self.threads} threads; "
                      f"top-1 on {self.images or 'no labelled images'}")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"export_dir": str(self.export_dir), "batch": self.batch, "throughput_batch": THROUGHPUT_BATCH,
+        return {"export_dir": str(self.export_dir), "batch": self.batch, "throughput_batch": self.throughput_batch,
                 "threads": self.threads, "images": self.images, "fastest": self.fastest,
                 "most_accurate": self.most_accurate, "notes": self.notes, "rows": [asdict(row) for row in self.rows]}
 
@@ -155,6 +157,7 @@ def benchmark_exports(
     *,
     data: str | Path | None = None,
     batch: int = 1,
+    throughput_batch: int = THROUGHPUT_BATCH,
     threads: int | None = None,
     warmup: int = 5,
     runs: int = 30,
@@ -166,6 +169,7 @@ def benchmark_exports(
         export_dir: a folder ``main.py export`` wrote.
         data: a labelled folder (or CSV) to measure top-1 on; None: the model's validation images.
         batch: images per call for latency.
+        throughput_batch: images per call for throughput.
         threads: CPU threads for torch and onnxruntime; None: torch's current setting.
         warmup: calls before latency is timed.
         runs: timed calls.
@@ -201,11 +205,12 @@ def benchmark_exports(
         except Exception as error:  # noqa: BLE001  a runtime that cannot load its format: one line, named
             raise CheckpointError(f"{path}: the {name} model cannot be loaded ({type(error).__name__}: {error})") \
                 from error
-        rows.append(_measure(name, path, runner, probe, labelled, batch=batch, warmup=warmup, runs=runs))
+        rows.append(_measure(name, path, runner, probe, labelled, batch=batch, throughput_batch=throughput_batch,
+                             warmup=warmup, runs=runs))
     if progress is not None:
         progress(len(candidates), len(candidates))
     return BenchmarkReport(export_dir, rows, batch, threads or torch.get_num_threads(),
-                           labelled.source if labelled is not None else "", notes)
+                           labelled.source if labelled is not None else "", notes, throughput_batch)
 
 
 def _source(source: dict[str, Any], classes: list[str], settings: DataSettings, data: str | Path | None,
@@ -246,7 +251,7 @@ def _probe_images(labelled: LabelledImages | None, settings: DataSettings) -> np
 
 
 def _measure(name: str, path: Path, runner: ProbabilityRunner, probe: np.ndarray, labelled: LabelledImages | None,
-             *, batch: int, warmup: int, runs: int) -> FormatBenchmark:
+             *, batch: int, throughput_batch: int, warmup: int, runs: int) -> FormatBenchmark:
     single = _tiled(probe, batch)
     for _ in range(warmup):
         runner(single)
@@ -255,13 +260,13 @@ def _measure(name: str, path: Path, runner: ProbabilityRunner, probe: np.ndarray
         started = time.perf_counter()
         runner(single)
         times.append(time.perf_counter() - started)
-    large = _tiled(probe, THROUGHPUT_BATCH)
-    runner(large)
+    large = _tiled(probe, throughput_batch)
+    # Warm from the latency calls; at least two calls and a second, so one slow call does not decide.
     started, calls = time.perf_counter(), 0
-    while calls < 3 or time.perf_counter() - started < 1.0:
+    while calls < 2 or time.perf_counter() - started < 1.0:
         runner(large)
         calls += 1
-    throughput = calls * THROUGHPUT_BATCH / (time.perf_counter() - started)
+    throughput = calls * throughput_batch / (time.perf_counter() - started)
     top1 = None
     if labelled is not None:
         answers = np.concatenate([runner(labelled.images[start:start + THROUGHPUT_BATCH])

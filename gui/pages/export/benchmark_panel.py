@@ -40,6 +40,8 @@ class BenchmarkPanel(QGroupBox):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Benchmark on this machine", parent)
         self._export_dir: Path | None = None
+        self.runs = 30  # timed calls per format, after warm-up
+        self.throughput_batch = 32
         self.runner = CommandRunner(self)
         self.runner.line_printed.connect(self._on_runner_line_printed)
         self.runner.finished.connect(self._on_runner_finished)
@@ -85,7 +87,8 @@ class BenchmarkPanel(QGroupBox):
         """Start ``main.py benchmark`` on the export folder."""
         if self._export_dir is None or self.is_running:
             return
-        self.runner.start("benchmark", [str(self._export_dir)])
+        self.runner.start("benchmark", [str(self._export_dir), "--runs", str(self.runs),
+                                        "--throughput-batch", str(self.throughput_batch)])
         self.run_button.setEnabled(False)
         self.progress_bar.setRange(0, 0)
         self.progress_bar.setVisible(True)
