@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import filelock
 import optuna
 from optuna.pruners import MedianPruner
 from optuna.trial import TrialState
@@ -42,10 +43,11 @@ from engine.search.study import (
     plan_next,
     resolve_storage,
 )
-from engine.search.trial import SearchEvents, run_trial, trial_config
+from engine.search.trial import SearchEvents, run_trial, start_trial, trial_config
 from engine.training.runfolder import STOP_FILE, EventTail
 
 POLL_SECONDS = 1.0  # how often a waiting worker looks at the storage again
+PLANNING_LOCK = ".planning.lock"  # in the search folder: one worker at a time plans and claims its next trial
 
 
 @dataclass
@@ -216,19 +218,25 @@ class _Runner:
         while True:
             if self.stop_requested():
                 return "stopped"
-            study = self.search.load()
-            fail_lost_trials(study)
-            step = plan_next(study.get_trials(deepcopy=False), self.search.config)
-            if step in ("done", "finishing"):
-                return "done"
+            # Planning and claiming a trial is one step for the workers sharing this folder: two workers that
+            # both saw the last free slot would otherwise both start a trial, and run one more than the budget.
+            with filelock.FileLock(self.folder / PLANNING_LOCK):
+                study = self.search.load()
+                fail_lost_trials(study)
+                step = plan_next(study.get_trials(deepcopy=False), self.search.config)
+                if step in ("done", "finishing"):
+                    return "done"
+                if step != "wait":
+                    space, allowed = self._stage_space(step)
+                    study = self.search.load(
+                        sampler=SeededRandomSampler(self.settings.seed, allowed),
+                        pruner=MedianPruner(n_startup_trials=self.settings.pruner_startup_trials,
+                                            n_warmup_steps=self.settings.pruner_warmup_epochs + 1))  # epochs from 1
+                    trial = start_trial(study, step, self.folder)
             if step == "wait":
                 time.sleep(POLL_SECONDS)
                 continue
-            space, allowed = self._stage_space(step)
-            study = self.search.load(sampler=SeededRandomSampler(self.settings.seed, allowed), pruner=MedianPruner(
-                n_startup_trials=self.settings.pruner_startup_trials,
-                n_warmup_steps=self.settings.pruner_warmup_epochs + 1))  # epochs count from 1
-            if run_trial(study, self.search, step, space, self.folder, self.events) == "interrupted":
+            if run_trial(study, trial, self.search, step, space, self.events) == "interrupted":
                 return "stopped"
 
     def wait_for_running(self) -> str:

@@ -164,22 +164,38 @@ class SearchEvents:
                 self.log(words)
 
 
-def run_trial(
-    study: optuna.Study,
-    search: SearchStudy,
-    stage: str,
-    space: Sequence[SearchParameter],
-    folder: Path,
-    events: SearchEvents,
-) -> str:
-    """Ask the study for a trial, train it, and tell the study how it ended.
+def start_trial(study: optuna.Study, stage: str, folder: Path) -> optuna.Trial:
+    """Ask the study for a trial and mark it as this stage's and this process's: the claim ``plan_next`` counts.
 
     Args:
         study: the study, loaded with the stage's sampler and the median pruner.
+        stage: ``coarse`` or ``fine``.
+        folder: the search folder; the run goes to ``trials/trial-NNNN``.
+    """
+    trial = study.ask()
+    run_dir = folder / "trials" / f"trial-{trial.number:04d}"
+    for key, value in {"stage": stage, "run_dir": str(run_dir), "host": socket.gethostname(), "pid": os.getpid(),
+                       "heartbeat": time.time()}.items():
+        trial.set_user_attr(key, value)
+    return trial
+
+
+def run_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    search: SearchStudy,
+    stage: str,
+    space: Sequence[SearchParameter],
+    events: SearchEvents,
+) -> str:
+    """Train a trial that ``start_trial`` started, and tell the study how it ended.
+
+    Args:
+        study: the study the trial belongs to.
+        trial: the trial, from ``start_trial``.
         search: what the study remembers (config, coarse space).
         stage: ``coarse`` or ``fine``.
         space: the stage's parameters.
-        folder: the search folder; the run goes to ``trials/trial-NNNN``.
         events: where ``trial_started`` and ``trial_finished`` go.
 
     Returns:
@@ -191,12 +207,8 @@ def run_trial(
             weights); the trial is recorded as failed first.
     """
     settings = search.config.search
-    trial = study.ask()
     started = time.monotonic()
-    run_dir = folder / "trials" / f"trial-{trial.number:04d}"
-    for key, value in {"stage": stage, "run_dir": str(run_dir), "host": socket.gethostname(), "pid": os.getpid(),
-                       "heartbeat": time.time()}.items():
-        trial.set_user_attr(key, value)
+    run_dir = Path(trial.user_attrs["run_dir"])
     params = suggest_values(trial, space, search.coarse_space, trial.user_attrs.get("enqueued"))
     events.write(TrialStarted.event, number=trial.number, stage=stage, params=params, run_dir=run_dir)
 
@@ -220,7 +232,7 @@ def run_trial(
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / TRIAL_FILE, {
         "study": search.name, "storage": search.storage_url, "stage": stage, "trial": trial.number,
-        "params": params, "search_folder": str(folder), "host": socket.gethostname(),
+        "params": params, "search_folder": str(run_dir.parents[1]), "host": socket.gethostname(),
     })
     reporter = TrialReporter(trial, settings.metric, config.optim.epochs)
     try:
