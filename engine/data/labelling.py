@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.core.atomic import atomic_write_text
 from engine.core.errors import DatasetError
@@ -25,6 +25,7 @@ from engine.data.discovery import DatasetSource, discover_dataset
 from engine.data.health import scan_dataset
 from engine.data.images import ImageFileError, inspect_bytes
 from engine.data.prepare import SCAN_CACHE_NAME
+from engine.data.undo_log import append_entry, free_name, read_entries, rewrite_entries
 
 LABELS_LOG_NAME = "labels_added.jsonl"
 
@@ -109,8 +110,8 @@ def add_labels(data_path: str | Path, project_dir: str | Path, labels: Mapping[P
         if source.layout == "csv":
             addition = LabelAdded(photo, label, source.root, digest, _csv_row(source.root, photo, label))
         else:
-            addition = LabelAdded(photo, label, _free_name(_class_folder(source, label) / photo.name), digest)
-        _log(project_dir, batch, addition)
+            addition = LabelAdded(photo, label, free_name(_class_folder(source, label) / photo.name), digest)
+        append_entry(labels_log(project_dir), _as_json(batch, addition))
         if addition.row:
             rows.append(addition.row)
         else:
@@ -132,7 +133,7 @@ def undo_last_labels(project_dir: str | Path) -> LabelsDone:
         OSError: a copy could not be deleted or the CSV or the log rewritten.
     """
     project_dir = Path(project_dir)
-    entries = _read_log(project_dir)
+    entries = read_entries(labels_log(project_dir), _parse, what="added label")
     if not entries:
         raise DatasetError(f"{labels_log(project_dir)}: no added labels to undo")
     batch = entries[-1][0]
@@ -143,9 +144,8 @@ def undo_last_labels(project_dir: str | Path) -> LabelsDone:
     rows = [addition for addition in latest if addition.row]
     if rows:
         _remove_rows(rows, done)
-    kept = [json.dumps(_as_json(entry_batch, addition)) + "\n" for entry_batch, addition in entries
-            if entry_batch != batch]
-    atomic_write_text(labels_log(project_dir), "".join(kept))
+    rewrite_entries(labels_log(project_dir),
+                    [_as_json(entry_batch, addition) for entry_batch, addition in entries if entry_batch != batch])
     return done
 
 
@@ -177,14 +177,6 @@ def _class_folder(source: DatasetSource, label: str) -> Path:
                      and folder.name.lower() == "train")
         return train / label
     return source.root / label
-
-
-def _free_name(target: Path) -> Path:
-    candidate, number = target, 1
-    while candidate.exists():
-        candidate = target.with_name(f"{target.stem}_{number}{target.suffix}")
-        number += 1
-    return candidate
 
 
 def _copy(content: bytes, target: Path) -> None:
@@ -266,31 +258,6 @@ def _as_json(batch: str, addition: LabelAdded) -> dict[str, str]:
             "sha256": addition.sha256, "row": addition.row}
 
 
-def _log(project_dir: Path, batch: str, addition: LabelAdded) -> None:
-    project_dir.mkdir(parents=True, exist_ok=True)
-    with labels_log(project_dir).open("a", encoding="utf-8") as log:
-        log.write(json.dumps(_as_json(batch, addition)) + "\n")
-        log.flush()
-        os.fsync(log.fileno())
-
-
-def _read_log(project_dir: Path) -> list[tuple[str, LabelAdded]]:
-    file = labels_log(project_dir)
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{file}: cannot read the log of added labels ({error})") from error
-    entries = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            item = json.loads(line)
-            entries.append((str(item["batch"]), LabelAdded(Path(item["source"]), str(item["label"]),
-                                                           Path(item["target"]), str(item["sha256"]),
-                                                           str(item["row"]))))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            if number == len(lines):
-                break  # torn by a stop while it was written: that addition never happened
-            raise DatasetError(f"{file}: line {number} is not an added label ({error})") from error
-    return entries
+def _parse(item: dict[str, Any]) -> tuple[str, LabelAdded]:
+    return str(item["batch"]), LabelAdded(Path(item["source"]), str(item["label"]), Path(item["target"]),
+                                          str(item["sha256"]), str(item["row"]))

@@ -8,18 +8,17 @@ relabel entry back. A file is never overwritten: a name taken in the new folder 
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from engine.core.atomic import atomic_write_text
 from engine.core.errors import DatasetError
 from engine.data.discovery import discover_dataset
 from engine.data.exclusions import load_exclusions, save_exclusions
 from engine.data.relabels import load_relabels, save_relabels
+from engine.data.undo_log import append_entry, free_name, read_entries, rewrite_entries
 
 MOVES_LOG_NAME = "folder_moves.jsonl"
 
@@ -81,9 +80,9 @@ def apply_relabels_to_folders(data_path: str | Path, project_dir: str | Path) ->
         if given == label:
             continue
         parts = path.relative_to(source.root).parts
-        target = _free_name(source.root.joinpath(*parts[:depth], label, *parts[depth + 1:]))
+        target = free_name(source.root.joinpath(*parts[:depth], label, *parts[depth + 1:]))
         move = FolderMove(path, target, given, label)
-        _log(project_dir, batch, move)
+        append_entry(moves_log(project_dir), _as_json(batch, move))
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(path, target)
         done.moved.append(move)
@@ -99,7 +98,7 @@ def undo_last_apply(project_dir: str | Path) -> MovesDone:
         OSError: a file could not be moved back or the log rewritten.
     """
     project_dir = Path(project_dir)
-    entries = _read_log(project_dir)
+    entries = read_entries(moves_log(project_dir), _parse, what="folder move")
     if not entries:
         raise DatasetError(f"{moves_log(project_dir)}: no folder moves to undo")
     batch = entries[-1][0]
@@ -116,8 +115,8 @@ def undo_last_apply(project_dir: str | Path) -> MovesDone:
         shutil.move(move.target, move.source)
         done.moved.append(move)
     _follow(project_dir, load_relabels(project_dir), done.moved, forward=False)
-    kept = [json.dumps(_as_json(entry_batch, move)) + "\n" for entry_batch, move in entries if entry_batch != batch]
-    atomic_write_text(moves_log(project_dir), "".join(kept))
+    rewrite_entries(moves_log(project_dir),
+                    [_as_json(entry_batch, move) for entry_batch, move in entries if entry_batch != batch])
     return done
 
 
@@ -137,43 +136,11 @@ def _follow(project_dir: Path, relabels: dict[Path, str], moves: list[FolderMove
     save_exclusions(project_dir, excluded)
 
 
-def _free_name(target: Path) -> Path:
-    candidate, number = target, 1
-    while candidate.exists():
-        candidate = target.with_name(f"{target.stem}_{number}{target.suffix}")
-        number += 1
-    return candidate
-
-
 def _as_json(batch: str, move: FolderMove) -> dict[str, str]:
     return {"batch": batch, "source": str(move.source), "target": str(move.target),
             "label_from": move.label_from, "label_to": move.label_to}
 
 
-def _log(project_dir: Path, batch: str, move: FolderMove) -> None:
-    project_dir.mkdir(parents=True, exist_ok=True)
-    with moves_log(project_dir).open("a", encoding="utf-8") as log:
-        log.write(json.dumps(_as_json(batch, move)) + "\n")
-        log.flush()
-        os.fsync(log.fileno())
-
-
-def _read_log(project_dir: Path) -> list[tuple[str, FolderMove]]:
-    file = moves_log(project_dir)
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{file}: cannot read the log of folder moves ({error})") from error
-    entries = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            item = json.loads(line)
-            entries.append((str(item["batch"]), FolderMove(Path(item["source"]), Path(item["target"]),
-                                                           str(item["label_from"]), str(item["label_to"]))))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            if number == len(lines):
-                break  # torn by a stop while it was written: that move never happened
-            raise DatasetError(f"{file}: line {number} is not a folder move ({error})") from error
-    return entries
+def _parse(item: dict[str, Any]) -> tuple[str, FolderMove]:
+    return str(item["batch"]), FolderMove(Path(item["source"]), Path(item["target"]), str(item["label_from"]),
+                                          str(item["label_to"]))
