@@ -36,7 +36,7 @@ mutants: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$$(grep -E '^torch==' constraints.txt)"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,export]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,export,logs]"
 	touch $(STAMP)
 
 clean:
