@@ -1,4 +1,4 @@
-"""``main.py evaluate``: score a checkpoint or an ensemble on labelled images and write a report folder."""
+"""``main.py evaluate``: score a checkpoint, an ensemble or an export on labelled images and write a report folder."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from cli.parsing import EXIT_OK, Subparsers, add_command, stops_cleanly
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     parser = add_command(
-        subparsers, "evaluate", "score a checkpoint or an ensemble on labelled images and write a report",
+        subparsers, "evaluate", "score a checkpoint, an ensemble or an export on labelled images and write a report",
         ["python main.py evaluate photos/.transfer-studio/runs/20261124-101500-resnet18 photos/",
          "python main.py evaluate ensemble.json photos/ --split test",
-         "python main.py evaluate RUN_DIR photos/ --fit-temperature"])
-    parser.add_argument("model", help="a .safetensors checkpoint, a run folder (its best) or an ensemble manifest")
+         "python main.py evaluate RUN_DIR photos/ --fit-temperature",
+         "python main.py evaluate exports/lite0/openvino photos/"])
+    parser.add_argument("model", help="a .safetensors checkpoint, a run folder (its best), an ensemble manifest, or "
+                                      "an export folder (e.g. OUT/onnx: the exported file, in its own runtime)")
     add_evaluation_options(parser)
     return parser
 
@@ -26,11 +28,11 @@ def run(arguments: argparse.Namespace) -> int:
 
 def write_report(model: str, arguments: argparse.Namespace) -> int:
     """Evaluate ``model`` with the evaluation options and print what the report says."""
-    from engine.evaluation.evaluate import evaluate_command
     from engine.evaluation.report import describe_report
+    from engine.export.any_model import evaluate_any_model
 
-    folder = evaluate_command(model, arguments.data, split=arguments.split, out_dir=arguments.out,
-                              fit_temperature=arguments.fit_temperature, top_losses=arguments.top_losses,
-                              tta=arguments.tta, device=arguments.device)
+    folder = evaluate_any_model(model, arguments.data, split=arguments.split, out_dir=arguments.out,
+                                fit_temperature=arguments.fit_temperature, top_losses=arguments.top_losses,
+                                tta=arguments.tta, device=arguments.device)
     print(describe_report(folder))
     return EXIT_OK

@@ -1,4 +1,5 @@
-"""``main.py predict``: the top labels of images by a trained checkpoint, printed and optionally as CSV."""
+"""``main.py predict``: the top labels of images by a checkpoint, an ensemble or an export, printed and optionally as
+CSV."""
 
 from __future__ import annotations
 
@@ -13,19 +14,22 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
-    parser = add_command(subparsers, "predict", "predict labels of images with a trained checkpoint",
+    parser = add_command(subparsers, "predict", "predict labels of images with a checkpoint, an ensemble or an export",
                          ["python main.py predict RUN_DIR/checkpoints/best.safetensors new_photos/",
-                          "python main.py predict RUN_DIR cat.jpg dog.png --top-k 2 --csv predictions.csv"])
-    parser.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder (its best)")
+                          "python main.py predict RUN_DIR cat.jpg dog.png --top-k 2 --csv predictions.csv",
+                          "python main.py predict exports/lite0/onnx-int8 new_photos/"])
+    parser.add_argument("checkpoint", metavar="model",
+                        help="a .safetensors checkpoint, a run folder (its best), an ensemble manifest, or an export "
+                             "folder (e.g. OUT/onnx: the exported file, in its own runtime)")
     add_prediction_options(parser)
     return parser
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from engine.evaluation.ensemble import load_probability_model
+    from engine.export.any_model import load_any_model
 
-    return print_predictions(load_probability_model(arguments.checkpoint, device=arguments.device,
-                                                    tta=arguments.tta), arguments)
+    return print_predictions(load_any_model(arguments.checkpoint, device=arguments.device, tta=arguments.tta),
+                             arguments)
 
 
 def print_predictions(model: ProbabilityModel, arguments: argparse.Namespace) -> int:

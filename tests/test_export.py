@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import re
@@ -28,11 +29,17 @@ from engine.data.images import load_rgb
 from engine.data.settings import DataSettings
 from engine.evaluation.calibration import save_temperature
 from engine.evaluation.ensemble import Ensemble, build_manifest, save_manifest
+from engine.evaluation.evaluate import evaluate_command
 from engine.evaluation.predict import Predictor, collect_image_paths
+from engine.export.any_model import evaluate_any_model, load_any_model
+from engine.export.export_folders import export_folder_of
+from engine.export.exported_model import ExportedModel
 from engine.export.exporter import PARITY_TOLERANCE, ExportResult, export_ensemble, export_model
 from engine.export.formats import PREDICT_TEMPLATE, load_timm_folder, load_torchscript, read_onnx_metadata
+from engine.export.listing import exports_folder, list_exports
 from engine.models.checkpoint import read_checkpoint_metadata
 from engine.training.train import train
+from main import main
 
 CLASSES = 3
 
@@ -169,21 +176,40 @@ def test_timm_folder_holds_timms_config_with_our_preprocessing_and_labels(runs: 
 
 
 @pytest.mark.slow
-def test_predict_script_beside_the_onnx_export_prints_the_predictors_top1(runs: dict, exported: ExportResult) -> None:
+def test_predict_script_beside_the_onnx_export_prints_the_predictors_top1(runs: dict, exported: ExportResult,
+                                                                          tmp_path: Path) -> None:
     folder = exported.exports["onnx"].folder
-    paths = runs["unseen"]
-    completed = subprocess.run(
-        [sys.executable, str(folder / "predict.py"), str(folder / "model.onnx"), *map(str, paths), "--top-k", "2"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
+    unseen = runs["root"] / "unseen"
+    broken = unseen / "broken.png"
+    broken.write_bytes(b"not a png")
+    paths = collect_image_paths([unseen])
+    try:
+        completed = subprocess.run(
+            [sys.executable, str(folder / "predict.py"), str(folder / "model.onnx"), str(unseen), "--top-k", "2",
+             "--csv", str(tmp_path / "predictions.csv")],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    finally:
+        broken.unlink()
+    assert completed.returncode == 1 and f"{broken}: cannot read the image" in completed.stderr
     lines = completed.stdout.splitlines()
-    assert len(lines) == len(paths)
+    assert len(lines) == len(paths) - 1
     expected = Predictor(runs["lite0"], device="cpu").predict(paths, top_k=2)
-    for line, prediction in zip(lines, expected, strict=True):
+    readable = [prediction for prediction in expected if not prediction.error]
+    for line, prediction in zip(lines, readable, strict=True):
         path, label, probability, second, _ = line.split("\t")
         assert (path, label, second) == (str(prediction.path), *prediction.labels)
         assert abs(float(probability) - prediction.probabilities[0]) < 1e-3
+    # The CSV is the one main.py predict writes: the same columns, every image in its place.
+    with open(tmp_path / "predictions.csv", newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ["path", "label_1", "probability_1", "label_2", "probability_2", "error"]
+    assert [row["path"] for row in rows] == [str(path) for path in paths]
+    for row, prediction in zip(rows, expected, strict=True):
+        if prediction.error:
+            assert row["label_1"] == "" and row["error"].startswith("cannot read the image")
+        else:
+            assert (row["label_1"], row["label_2"], row["error"]) == (*prediction.labels, "")
     print("\n" + "\n".join(lines[:3]))
 
 
@@ -270,14 +296,19 @@ def test_ensemble_members_as_predictors_export_to_torchscript(runs: dict) -> Non
 
 
 @pytest.mark.slow
-def test_formats_without_a_form_for_the_source_are_refused_before_any_work(runs: dict) -> None:
+def test_formats_without_a_form_for_the_source_are_refused_and_the_others_still_export(runs: dict) -> None:
+    partly = runs["root"] / "partly"
+    result = export_model(runs["mlp"], partly, ["torchscript", "timm"], check_images=[])
+    assert list(result.exports) == ["torchscript"] and list(result.refused) == ["timm"]
+    assert re.search(r"timm format cannot hold its 'mlp' head .*onnx or torchscript", result.refused["timm"])
+    assert result.summary()[-1].startswith("timm: refused: ") and not (partly / "timm").exists()
     out = runs["root"] / "refused"
-    with pytest.raises(CheckpointError, match=r"timm format cannot hold its 'mlp' head .*onnx or torchscript"):
-        export_model(runs["mlp"], out, ["onnx", "timm"])
+    with pytest.raises(CheckpointError, match=r"timm format cannot hold its 'mlp' head"):
+        export_model(runs["mlp"], out, ["timm"])
     manifest = save_manifest(build_manifest([runs["lite0"], runs["small"]]), runs["root"] / "pair.json")
     with pytest.raises(CheckpointError, match="an ensemble has no timm form"):
         export_model(manifest, out, ["timm"])
-    with pytest.raises(ConfigError, match="export formats: expected some of onnx, onnx-int8, torchscript, timm"):
+    with pytest.raises(ConfigError, match="export formats: expected some of onnx, onnx-int8, .*timm"):
         export_model(runs["lite0"], out, ["pickle"])
     with pytest.raises(ConfigError, match="export opset: must be >= 18"):
         export_model(runs["lite0"], out, ["onnx"], opset=17)
@@ -351,3 +382,69 @@ def test_an_export_that_fails_its_parity_check_publishes_nothing_and_says_why(ru
     assert 0 < float(found[1]) <= PARITY_TOLERANCE  # measured, and small: only the tolerance refused it
     # The older export is untouched, and nothing of the refused one is left: no file, no staging folder.
     assert published() == before
+
+
+@pytest.mark.slow
+def test_an_export_predicts_like_its_checkpoint_in_its_own_runtime(runs: dict, exported: ExportResult,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    predictor = Predictor(runs["lite0"], device="cpu")
+    expected = predictor.predict_proba(runs["unseen"]).probabilities
+    for name in ("onnx", "torchscript", "timm"):
+        item = exported.exports[name]
+        for named in (item.folder, item.folder / "metadata.json", item.path):
+            assert export_folder_of(named) == item.folder, named
+        model = load_any_model(item.folder)
+        assert isinstance(model, ExportedModel) and model.classes == predictor.classes
+        rows = model.predict_proba(runs["unseen"]).probabilities
+        assert float(np.abs(rows - expected).max()) <= PARITY_TOLERANCE, name
+        # Video frames go through the same preprocessing as files.
+        frames = [load_rgb(path) for path in runs["unseen"][:3]]
+        np.testing.assert_allclose(model.predict_images(frames), rows[:3], atol=PARITY_TOLERANCE)
+    with pytest.raises(CheckpointError, match=r"an export of several formats \(onnx, torchscript, timm\): name one"):
+        load_any_model(runs["root"] / "exports")
+    with pytest.raises(ConfigError, match="tta: an export is evaluated as it is deployed"):
+        load_any_model(exported.exports["onnx"].folder, tta="flip")
+    assert main(["predict", str(exported.exports["onnx"].path), str(runs["unseen"][0]), "--top-k", "1"]) == 0
+    top = predictor.predict(runs["unseen"][:1], top_k=1)[0]
+    assert capsys.readouterr().out.startswith(f"{runs['unseen'][0]}\t{top.labels[0]} ")
+
+
+@pytest.mark.slow
+def test_an_export_is_evaluated_on_the_images_its_checkpoint_validated_on(runs: dict, exported: ExportResult,
+                                                                          tmp_path: Path) -> None:
+    checkpoint = json.loads((evaluate_command(runs["lite0"], runs["data"], out_dir=tmp_path / "checkpoint")
+                             / "report.json").read_text())
+    folder = evaluate_any_model(exported.exports["torchscript"].folder, runs["data"], out_dir=tmp_path / "export")
+    report = json.loads((folder / "report.json").read_text())
+    assert report["summary"]["images"] == checkpoint["summary"]["images"] > 0
+    assert report["summary"]["top1"] == checkpoint["summary"]["top1"]
+    assert report["source"]["model"] == str(exported.exports["torchscript"].folder)
+    assert any("evaluated in its own runtime" in note for note in report["notes"])
+
+
+def test_a_projects_exports_are_listed_beside_its_checkpoints(runs: dict, exported: ExportResult,
+                                                              tmp_path: Path) -> None:
+    export_dir = exports_folder(tmp_path) / "lite0-20261208"
+    shutil.copytree(runs["root"] / "exports", export_dir, ignore=shutil.ignore_patterns("model.*"))
+    (export_dir / "timm" / "metadata.json").write_text("{not json")
+    entries = list_exports(tmp_path)
+    assert [(entry.kind, entry.name) for entry in entries] == [("export", "onnx"), ("export", "torchscript"),
+                                                               ("unreadable", "timm")]
+    assert entries[0].label == "export · lite0-20261208 · ONNX" and entries[0].path == export_dir / "onnx"
+    assert list(entries[0].classes) == read_checkpoint_metadata(runs["lite0"])["classes"]
+    assert "metadata.json: the export's metadata cannot be read" in entries[2].problem
+
+
+@pytest.mark.slow
+def test_a_format_whose_package_is_missing_is_refused_and_the_others_still_export(
+        runs: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
+    out = tmp_path / "partly"
+    code = main(["export", str(runs["lite0"]), str(out), "--format", "openvino", "--format", "torchscript",
+                 "--check-images", str(runs["unseen"][0])])
+    printed = capsys.readouterr()
+    assert code == 1, printed.err
+    lines = printed.out.splitlines()
+    assert lines[0].startswith("openvino: refused: ") and "pip install openvino" in lines[0]
+    assert lines[1].startswith("torchscript: ") and "max |difference| to PyTorch" in lines[1]
+    assert sorted(path.name for path in out.iterdir()) == ["torchscript"]

@@ -17,6 +17,8 @@ from cli.parsing import EXIT_OK, EXIT_USAGE
 from engine.core.errors import CheckpointError, ConfigError
 from engine.core.paths import project_dir_for
 from engine.evaluation.catalog import list_models
+from engine.evaluation.predict import Predictor, collect_image_paths
+from engine.export.any_model import load_any_model
 from engine.export.benchmark import BENCHMARK_CSV, BENCHMARK_JSON
 from engine.export.exporter import export_model
 from engine.export.formats import ONNX_FILE, get_export_format, read_onnx_metadata
@@ -150,3 +152,13 @@ def test_a_refused_export_is_kept_aside_and_the_published_one_stays(
     aside = json.loads((out / "torchscript.refused" / "metadata.json").read_text())
     assert "loses 5.0%" in aside["refused"]
     assert not [path.name for path in out.iterdir() if "staging" in path.name]
+
+
+def test_the_int8_export_predicts_photos_in_its_own_runtime(checkpoint: Path, int8_export,
+                                                            demo_project: Path) -> None:
+    _, out = int8_export
+    photos = collect_image_paths([demo_project])[::7][:16]
+    expected = Predictor(checkpoint, device="cpu").predict(photos, top_k=1)
+    answered = load_any_model(out / "onnx-int8").predict(photos, top_k=1)
+    agreement = np.mean([a.labels == e.labels for a, e in zip(answered, expected, strict=True)])
+    assert agreement >= 0.9, agreement  # int8 is judged, not exact: as its own check allows

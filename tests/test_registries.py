@@ -117,6 +117,6 @@ def test_schedule_and_export_format_names_are_listed_without_loading_torch() -> 
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == (
         "['cosine', 'constant', 'step', 'linear', 'inverse_sqrt', 'cosine_restarts'] ['onnx', 'onnx-int8', "
-        "'torchscript', 'timm']"
+        "'torchscript', 'timm', 'openvino', 'coreml']"
         " True []"
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from engine.evaluation.manifest import (
     EnsembleManifest,
@@ -94,6 +95,12 @@ class Ensemble(TopKPredictions):
         for name, result in results.items():
             total += self.weights[name] * result.probabilities.astype(np.float64)
         return ProbabilityResult(total.astype(np.float32), list(first.kept), dict(first.failures))
+
+    def predict_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The weighted mean of the members' softmax rows of decoded images (video frames)."""
+        total = sum(self.weights[name] * model.predict_images(images).astype(np.float64)
+                    for name, model in self.models.items())
+        return np.asarray(total, dtype=np.float32)
 
     def member_probabilities(
         self,

@@ -40,7 +40,8 @@ from engine.evaluation.tta import TestTimeAugmentation
 from engine.models.checkpoint_metadata import read_checkpoint_metadata, resolve_checkpoint_path
 
 __all__ = [
-    "SPLITS", "evaluate", "evaluate_command",
+    "SPLITS", "LoadedModel", "check_evaluation_options", "data_config_of", "evaluate", "evaluate_command",
+    "evaluate_loaded", "load_for_evaluation",
     # Re-exported because tests and callers import them from here; their home is engine.evaluation.metrics.
     "TOP_LOSSES", "ClassMetrics", "Evaluation", "TopLoss", "Unreadable", "evaluate_probabilities", "rescaled",
 ]
@@ -137,11 +138,37 @@ def evaluate_command(
         DatasetError: the split is empty, or the images cannot be used.
         CheckpointError: the model cannot be loaded.
     """
+    check_evaluation_options(split, top_losses)
+    return evaluate_loaded(load_for_evaluation(Path(model_path), device, tta), data_path, split=split,
+                           out_dir=out_dir, fit_temperature=fit_temperature, top_losses=top_losses, tta=tta,
+                           progress=progress)
+
+
+def check_evaluation_options(split: str, top_losses: int) -> None:
+    """Refuse a split or a count of top losses ``evaluate_command`` has no meaning for, before a model loads.
+
+    Raises:
+        ConfigError: naming the option.
+    """
     if split not in SPLITS:
         raise ConfigError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
     if top_losses < 0:
         raise ConfigError(f"top_losses: must be >= 0, got {top_losses}")
-    loaded = _load_model(Path(model_path), device, tta)
+
+
+def evaluate_loaded(
+    loaded: LoadedModel,
+    data_path: str | Path,
+    *,
+    split: str = "val",
+    out_dir: str | Path | None = None,
+    fit_temperature: bool = False,
+    top_losses: int = TOP_LOSSES,
+    tta: str = "none",
+    progress: Progress | None = None,
+) -> Path:
+    """``evaluate_command`` for a model already loaded (an export, say): the arguments are the same."""
+    check_evaluation_options(split, top_losses)
     model = loaded.model
     data = loaded.data_config
     dataset = prepare_configured_dataset(data, path=data_path)
@@ -173,7 +200,7 @@ def evaluate_command(
 
 
 @dataclass(frozen=True)
-class _LoadedModel:
+class LoadedModel:
     """A model to evaluate with what ``evaluate_command`` needs to know about it.
 
     Attributes:
@@ -183,6 +210,7 @@ class _LoadedModel:
         checkpoint: where a fitted temperature is saved, or None where it cannot be.
         applied_temperature: the temperature the model already divides its logits by.
         notes: facts for the report.
+        unsaved_because: why a fitted temperature cannot be saved with it (where ``checkpoint`` is None).
     """
 
     model: ProbabilityModel
@@ -191,13 +219,15 @@ class _LoadedModel:
     checkpoint: Path | None
     applied_temperature: float
     notes: tuple[str, ...] = ()
+    unsaved_because: str = ""
 
 
-def _load_model(path: Path, device: str, tta: str) -> _LoadedModel:
+def load_for_evaluation(path: Path, device: str, tta: str) -> LoadedModel:
+    """A checkpoint (or run folder) or an ensemble manifest, loaded with its split settings and notes."""
     if is_manifest(path):
         ensemble = Ensemble(path, device=device, tta=tta)
         members = ensemble.manifest.members
-        configs = [_data_config(read_checkpoint_metadata(member.path), member.path) for member in members]
+        configs = [data_config_of(read_checkpoint_metadata(member.path), member.path) for member in members]
         split_notes = []
         settings = [(config.val_fraction, config.test_fraction, config.split_seed) for config in configs]
         if len(set(settings)) > 1:
@@ -205,19 +235,21 @@ def _load_model(path: Path, device: str, tta: str) -> _LoadedModel:
             split_notes.append(f"The members were not all split alike: the splits here follow {members[0].name} "
                                f"(data.val_fraction, data.test_fraction, data.split_seed = {settings[0]}); "
                                f"{', '.join(odd)} may have trained on some of these images.")
-        return _LoadedModel(ensemble, path, configs[0], None, 1.0, tuple(split_notes))
+        return LoadedModel(ensemble, path, configs[0], None, 1.0, tuple(split_notes),
+                           "an ensemble manifest has no place for it")
     checkpoint = resolve_checkpoint_path(path)
     predictor = Predictor(checkpoint, device=device)
-    data_config = _data_config(read_checkpoint_metadata(checkpoint), checkpoint)
+    data_config = data_config_of(read_checkpoint_metadata(checkpoint), checkpoint)
     applied = predictor.temperature
     notes = (f"The model divides its logits by its saved temperature {applied:.4g}; the scores include it.",) \
         if applied != 1.0 else ()
     if tta == "none":
-        return _LoadedModel(predictor, checkpoint, data_config, checkpoint, applied, notes)
-    return _LoadedModel(TestTimeAugmentation(predictor, tta), checkpoint, data_config, None, applied, notes)
+        return LoadedModel(predictor, checkpoint, data_config, checkpoint, applied, notes)
+    return LoadedModel(TestTimeAugmentation(predictor, tta), checkpoint, data_config, None, applied, notes,
+                       "a checkpoint evaluated with TTA has no place for it")
 
 
-def _adopt_temperature(loaded: _LoadedModel, fit: TemperatureFit) -> str:
+def _adopt_temperature(loaded: LoadedModel, fit: TemperatureFit) -> str:
     """Save a fitted temperature with the model where that is possible and sound; say what happened."""
     described = (f"Temperature {fit.temperature:.4g} fitted on {fit.count} validation images "
                  f"(log-loss {fit.nll_before:.4f} → {fit.nll_after:.4f}, ECE {fit.ece_before:.4f} → "
@@ -233,8 +265,7 @@ def _adopt_temperature(loaded: _LoadedModel, fit: TemperatureFit) -> str:
         return (f"{described}: it would make the validation ECE worse, so it was neither applied nor saved; "
                 f"the model is kept as it is.")
     if loaded.checkpoint is None:
-        where = "an ensemble manifest" if loaded.file.suffix == ".json" else "a checkpoint evaluated with TTA"
-        return f"{described}; applied here but not saved: {where} has no place for it."
+        return f"{described}; applied here but not saved: {loaded.unsaved_because}."
     # Fitted on outputs already divided by the saved temperature: the factors multiply.
     total = fit.temperature * loaded.applied_temperature
     with stops_deferred():  # the checkpoint and its .json copy change together
@@ -242,7 +273,12 @@ def _adopt_temperature(loaded: _LoadedModel, fit: TemperatureFit) -> str:
     return f"{described}; saved as temperature {total:.4g} in {saved}."
 
 
-def _data_config(metadata: Mapping[str, Any], source: Path) -> DataConfig:
+def data_config_of(metadata: Mapping[str, Any], source: Path) -> DataConfig:
+    """The data section (split settings) of the run config in a model's metadata; the defaults without one.
+
+    Raises:
+        CheckpointError: the config is there but invalid (naming ``source``).
+    """
     try:
         return RunConfig.from_dict(metadata["config"]).data
     except KeyError:
@@ -266,15 +302,15 @@ def _split_images(dataset: PreparedDataset, split: str, data_config: DataConfig)
 
 
 def _model_label(model_file: Path) -> str:
-    """``RUN/best`` for a run's checkpoint, else the file's stem."""
-    if model_file.parent.name == "checkpoints":
+    """``RUN/best`` for a run's checkpoint, ``EXPORT/onnx`` for an export, else the file's stem."""
+    if model_file.parent.name == "checkpoints" or model_file.is_dir():
         return f"{model_file.parent.parent.name}/{model_file.stem}"
     return model_file.stem
 
 
 def _default_out_dir(model_file: Path, split: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    if model_file.suffix == ".json":
+    if model_file.suffix == ".json" or model_file.is_dir():  # a manifest, or an export's format folder
         base = model_file.parent / "evaluation" / f"{model_file.stem}-{split}-{stamp}"
     else:
         run_dir = model_file.parent.parent if model_file.parent.name == "checkpoints" else model_file.parent

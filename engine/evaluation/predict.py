@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from augment import create_eval_transform, eval_source_side
@@ -33,7 +34,7 @@ from engine.models.checkpoint import load_checkpoint
 from engine.models.heads import rebuild_head
 
 __all__ = [
-    "Predictor", "batched_probabilities",
+    "Predictor", "batched_probabilities", "stack_transformed",
     # Re-exported because the GUI, the CLI and the exporter import them from here.
     "Prediction", "ProbabilityResult", "TopKPredictions", "collect_image_paths", "write_predictions_csv",
 ]
@@ -88,11 +89,20 @@ class Predictor(TopKPredictions):
                                      batch_size=batch_size, progress=progress,
                                      min_side=eval_source_side(self.data_settings))
 
+    def predict_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """``(N, C)`` float32 probabilities of decoded images (video frames), through the eval transform."""
+        return self._batch_probabilities(stack_transformed(images, self.transform)).cpu().numpy()
+
     def _batch_probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` softmax rows of a batch, after the saved temperature."""
         with torch.inference_mode():
             logits = self.model(self.plan.to_device(images)).float()
         return (logits / self.temperature).softmax(dim=1)
+
+
+def stack_transformed(images: Sequence[Image.Image], transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
+    """A batch of decoded images through ``transform`` (each converted to RGB first, as files are)."""
+    return torch.stack([transform(image.convert("RGB")) for image in images])
 
 
 def batched_probabilities(

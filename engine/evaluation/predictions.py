@@ -12,13 +12,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from engine.core.atomic import atomic_write_text
 from engine.core.errors import DatasetError
 from engine.data.images import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class ProbabilityModel(Protocol):
 
     def predict(self, paths: Sequence[Path], *, top_k: int = 3) -> list[Prediction]: ...
 
+    def predict_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
 
 class TopKPredictions(ABC):
     """Top-k predictions from ``predict_proba``: shared by single models, TTA and ensembles.
@@ -78,6 +83,10 @@ class TopKPredictions(ABC):
         self, paths: Sequence[Path], *, batch_size: int = 32, progress: Callable[[int, int], None] | None = None
     ) -> ProbabilityResult:
         """``(N, C)`` probabilities of the readable files, with which were kept and why others failed."""
+
+    @abstractmethod
+    def predict_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """``(N, C)`` float32 probabilities of decoded RGB images (video frames), with the model's preprocessing."""
 
     def predict(
         self,

@@ -34,7 +34,12 @@ def list_reports(project_dir: Path) -> list[Path]:
 
 def report_folder_for(project_dir: Path, entry: ModelEntry, split: str, when: datetime) -> Path:
     """A new report folder ``evaluations/<model>-<split>-<stamp>`` (suffixed when the name is taken)."""
-    model = entry.name if entry.kind == "ensemble" or entry.run_dir is None else f"{entry.run_dir.name}-{entry.name}"
+    if entry.kind == "export":  # EXPORT/onnx: the export's name and its format
+        model = f"{entry.path.parent.name}-{entry.name}"
+    elif entry.kind == "ensemble" or entry.run_dir is None:
+        model = entry.name
+    else:
+        model = f"{entry.run_dir.name}-{entry.name}"
     base = evaluations_folder(project_dir) / f"{model}-{split}-{when:%Y%m%d-%H%M%S}"
     folder, counter = base, 1
     while folder.exists():
@@ -51,8 +56,11 @@ def missing_splits(model: ModelEntry, data_path: Path) -> dict[str, str]:
     """
     checkpoint = model.members[0] if model.kind == "ensemble" and model.members else model.path
     try:
-        data = RunConfig.from_dict(read_checkpoint_metadata(checkpoint)["config"]).data
-    except (KeyError, TransferStudioError):
+        # An export carries the run config it came from in its metadata.json (engine.export.exporter).
+        config = json.loads((model.path / "metadata.json").read_text(encoding="utf-8"))["training_config"] \
+            if model.kind == "export" else read_checkpoint_metadata(checkpoint)["config"]
+        data = RunConfig.from_dict(config).data
+    except (KeyError, TypeError, OSError, ValueError, TransferStudioError):
         data = DataConfig()  # as the evaluation does for a checkpoint without a config
     folders = {SPLIT_FOLDER_NAMES.get(path.name.lower()) for path in data_path.iterdir() if path.is_dir()} \
         if data_path.is_dir() else set()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as F
 from PIL import Image
@@ -24,7 +25,7 @@ from engine.core.device import DevicePlan
 from engine.core.errors import CheckpointError, ConfigError
 from engine.data.settings import DataSettings
 from engine.evaluation.choices import TTA_MODES
-from engine.evaluation.predict import batched_probabilities
+from engine.evaluation.predict import batched_probabilities, stack_transformed
 from engine.evaluation.predictions import ProbabilityResult, TopKPredictions
 from engine.models.checkpoint_metadata import read_checkpoint_metadata
 
@@ -48,6 +49,8 @@ class ImageModel(Protocol):
     def predict_proba(
         self, paths: Sequence[Path], *, batch_size: int = 32, progress: Callable[[int, int], None] | None = None
     ) -> ProbabilityResult: ...
+
+    def predict_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
 def check_tta_mode(mode: str) -> str:
@@ -117,6 +120,12 @@ class TestTimeAugmentation(TopKPredictions):
         return batched_probabilities(paths, self.transform, self._mean_softmax, len(self.classes),
                                      batch_size=batch_size, progress=progress,
                                      min_side=eval_source_side(_data_settings_of(self.wrapped)))
+
+    def predict_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Mean softmax over the views of decoded images (video frames)."""
+        if self.mode == "none":
+            return self.wrapped.predict_images(images)
+        return self._mean_softmax(stack_transformed(images, self.transform)).cpu().numpy()
 
     def _mean_softmax(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C)`` float32 mean of the views' softmax rows."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,8 +24,9 @@ import torch
 from engine.core.atomic import atomic_write_json, atomic_write_text
 from engine.core.errors import CheckpointError, DatasetError
 from engine.data.settings import DataSettings
-from engine.export.formats import EXPORT_FORMATS, METADATA_FILE, METADATA_FORMAT, ProbabilityRunner, get_export_format
-from engine.export.formats.base import torch_runner
+from engine.export.export_folders import read_export_metadata
+from engine.export.formats import EXPORT_FORMATS, METADATA_FILE, ProbabilityRunner, get_export_format
+from engine.export.formats.base import one_line, torch_runner
 from engine.export.samples import LabelledImages, folder_images, validation_images
 from engine.export.source import load_source
 
@@ -138,13 +138,7 @@ def read_export_folder(export_dir: Path) -> dict[str, dict[str, Any]]:
         file = export_dir / name / METADATA_FILE
         if not (export_dir / name).is_dir():
             continue
-        try:
-            metadata = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CheckpointError(f"{file}: the export's metadata cannot be read ({error})") from error
-        if not isinstance(metadata, dict) or metadata.get("format") != METADATA_FORMAT \
-                or "preprocessing" not in metadata:
-            raise CheckpointError(f"{file}: not the metadata of a Transfer Studio export")
+        metadata = read_export_metadata(file)
         found[name] = metadata
     if not found:
         raise CheckpointError(f"{export_dir}: no exports in it (expected folders such as onnx/ or torchscript/ "
@@ -194,6 +188,10 @@ def benchmark_exports(
     for name in exports:
         export_format = get_export_format(name)
         path = export_format.model_path(export_dir / name)
+        reason = export_format.not_runnable_here()
+        if reason is not None:
+            notes.append(f"{name}: {reason}; not measured")
+            continue
         candidates.append((name, path, functools.partial(export_format.load, path, threads=threads)))
     probe = _probe_images(labelled, settings)
     rows = []
@@ -203,8 +201,7 @@ def benchmark_exports(
         try:
             runner = load()
         except Exception as error:  # noqa: BLE001  a runtime that cannot load its format: one line, named
-            raise CheckpointError(f"{path}: the {name} model cannot be loaded ({type(error).__name__}: {error})") \
-                from error
+            raise CheckpointError(f"{path}: the {name} model cannot be loaded ({one_line(error)})") from error
         rows.append(_measure(name, path, runner, probe, labelled, batch=batch, throughput_batch=throughput_batch,
                              warmup=warmup, runs=runs))
     if progress is not None:

@@ -1,10 +1,13 @@
 """Export a checkpoint or an ensemble for deployment, and prove that each export computes what PyTorch computes.
 
 Formats (``engine.export.formats``, one module each): ONNX (one graph with the softmax inside,
-dynamic batch, a standalone ``predict.py`` beside it), ONNX int8, TorchScript and a timm folder.
+dynamic batch, a standalone ``predict.py`` beside it), ONNX int8, OpenVINO, Core ML, TorchScript and
+a timm folder. Each format stands alone: one that cannot be written is refused with its reason, and
+the others are still written.
 Every exact export is run on real images against the PyTorch model before it is published (largest
 probability difference at most 1e-4); a quantized one is judged by its top-1 agreement and accuracy
-on the validation images instead, and one that loses too much is kept aside, not published. Each
+on the validation images instead, and one that loses too much is kept aside, not published. One this
+machine cannot run (Core ML off macOS) is published marked as not executed, never as passed. Each
 carries its labels and preprocessing in a ``metadata.json``.
 """
 
@@ -19,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import timm
 import torch
@@ -40,6 +43,7 @@ from engine.export.formats import (
     get_export_format,
     write_metadata,
 )
+from engine.export.formats.base import one_line
 from engine.export.parity import CheckInputs, check_inputs, parity_difference
 from engine.export.samples import DEFAULT_MAX_ACCURACY_DROP, export_samples
 from engine.export.source import ExportSource, load_source, predictors_source
@@ -49,6 +53,7 @@ PARITY_TOLERANCE = 1e-4
 METADATA_VERSION = 1
 
 Log = Callable[[str], None]
+_T = TypeVar("_T")
 
 # Named here by the GUI (gui/export_formats_picker.py, gui/export_results.py) as well as in engine.export.formats.
 __all__ = ["EXPORT_FORMATS", "PARITY_TOLERANCE", "PREDICT_SCRIPT", "ExportResult", "FormatExport",
@@ -67,6 +72,8 @@ class FormatExport:
         export_seconds: time to write the export.
         check_seconds: time to reload it and run the parity check.
         judgement: for a format that is not exact (int8), its top-1 agreement and accuracies.
+        unchecked: why the export could not be run here (Core ML off macOS), so was published
+            unchecked; "" for a checked one.
     """
 
     format: str
@@ -76,6 +83,7 @@ class FormatExport:
     export_seconds: float
     check_seconds: float
     judgement: dict[str, Any] = field(default_factory=dict)
+    unchecked: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,8 @@ class ExportResult:
         metadata: the facts every export's ``metadata.json`` shares (labels, preprocessing, source).
         skipped: formats left out because the source has no form in them (asked for all
             formats with ``formats=None``), with the reason.
+        refused: formats asked for that were not published (a missing package, a converter that
+            cannot express the model, a failed check), with the reason in one line.
     """
 
     out_dir: Path
@@ -97,18 +107,22 @@ class ExportResult:
     check_images: tuple[Path, ...]
     metadata: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> list[str]:
-        """One line per export (where it is, its parity, its timings), then one per skipped format."""
+        """One line per export (where it is, its parity, its timings), then one per skipped or refused format."""
         inputs = f"{len(self.check_images)} images" if self.check_images else "random inputs (no images found)"
         return [
             f"{item.format}: {item.path}  {_check_words(item, inputs)} "
             f"(export {item.export_seconds:.1f} s, check {item.check_seconds:.1f} s)"
             for item in self.exports.values()
-        ] + [f"{name}: not exported: {reason}" for name, reason in self.skipped.items()]
+        ] + [f"{name}: not exported: {reason}" for name, reason in self.skipped.items()] \
+            + [f"{name}: refused: {reason}" for name, reason in self.refused.items()]
 
 
 def _check_words(item: FormatExport, inputs: str) -> str:
+    if item.unchecked:
+        return item.unchecked
     if not item.judgement:
         return f"max |difference| to PyTorch {item.max_difference:.1e} on {inputs}"
     judged = item.judgement
@@ -138,9 +152,10 @@ def export_model(
         source: a ``.safetensors`` checkpoint, its ``.json``, a run folder (its best), or an
             ensemble manifest ``.json``.
         out_dir: the export folder (created if needed).
-        formats: any of ``onnx``, ``onnx-int8``, ``torchscript``, ``timm``; None: every format the
-            source has, except the opt-in ``onnx-int8``. An ensemble has no timm form, nor has a
-            checkpoint with an mlp head (timm cannot rebuild that head): asking for one is refused.
+        formats: names of ``EXPORT_FORMATS`` (``onnx``, ``onnx-int8``, ``openvino``, ``coreml``,
+            ``torchscript``, ``timm``); None: every format the source has that is written by default
+            (the opt-in ones, such as ``onnx-int8``, only by name). An ensemble has no timm form, nor
+            has a checkpoint with an mlp head (timm cannot rebuild that head): asking for one is refused.
         opset: ONNX opset, at least 18 (the oldest the exporter writes).
         check_images: real images for the parity check; None takes a few from the data
             folder the model was trained on (random inputs if that folder is gone); an empty
@@ -149,16 +164,17 @@ def export_model(
             and still be published (default ``PARITY_TOLERANCE``).
         max_accuracy_drop: the most top-1 accuracy (a fraction: 0.01 is one point) an int8 export
             may lose on the validation images and still be published.
-        log: called with one line per finished export (e.g. ``print``).
+        log: called with one line per finished or refused export (e.g. ``print``).
 
     Returns:
-        The published exports, their parity and timings.
+        The published exports, their parity and timings, and the formats refused with why: one whose
+        package is missing (with the install command), that cannot express the model, whose converter
+        failed, or that failed its check is not published (an older export of it stays as it was),
+        and the other formats are still written.
 
     Raises:
         ConfigError: unknown or no formats, an opset below 18, or a negative tolerance.
-        CheckpointError: the source cannot be loaded, cannot be exported in a format asked
-            for, or an export differs from PyTorch by more than ``tolerance``; that export is
-            not published (an older export of its format stays as it was).
+        CheckpointError: the source cannot be loaded, or every format asked for was refused.
         DatasetError: none of the given check images can be read.
     """
     chosen = _check_formats(formats, opset, tolerance, max_accuracy_drop)
@@ -236,24 +252,50 @@ def _export(source: ExportSource, out_dir: Path, formats: list[str] | None, *, o
         by_default = [name for name in EXPORT_FORMATS if get_export_format(name).by_default]
         formats = [name for name in by_default if name not in refusals]
         skipped = {name: reason for name, reason in refusals.items() if name in by_default}
+    # Each format stands alone: one that cannot be written is refused, with why, and the others still export.
+    refused = {name: f"{source.label}: {refusals[name]}" for name in formats if name in refusals}
     for name in formats:
-        if name in refusals:
-            raise CheckpointError(f"{source.label}: {refusals[name]}")
-    for name in formats:
-        get_export_format(name).require()
-    if any(get_export_format(name).needs_samples for name in formats):
-        subject = dataclasses.replace(subject, samples=export_samples(
-            source.configs[0], source.classes, source.settings[0], label=source.label,
-            max_accuracy_drop=max_accuracy_drop))
+        if name not in refused:
+            try:
+                get_export_format(name).require()
+            except CheckpointError as error:
+                refused[name] = str(error)
+    sampled = [name for name in formats if name not in refused and get_export_format(name).needs_samples]
+    if sampled:
+        try:
+            subject = dataclasses.replace(subject, samples=export_samples(
+                source.configs[0], source.classes, source.settings[0], label=source.label,
+                max_accuracy_drop=max_accuracy_drop))
+        except CheckpointError as error:
+            refused.update({name: str(error) for name in sampled})
+    to_write = [name for name in formats if name not in refused]
+    _refuse_if_nothing(to_write, refused)
+    if log is not None:
+        for name, reason in refused.items():
+            log(f"{name}: refused: {reason}")
     check = check_inputs(source, subject.graph, check_images)
     shared = _shared_metadata(source, check)
     out_dir.mkdir(parents=True, exist_ok=True)
     exports: dict[str, FormatExport] = {}
-    for name in formats:
-        exports[name] = _export_format(get_export_format(name), subject, check, shared, out_dir, opset, tolerance)
+    for name in to_write:
+        try:
+            exports[name] = _export_format(get_export_format(name), subject, check, shared, out_dir, opset, tolerance)
+        except CheckpointError as error:
+            refused[name] = str(error)
+            if log is not None:
+                log(f"{name}: refused: {error}")
+            continue
         if log is not None:
             log(ExportResult(out_dir, {name: exports[name]}, check.paths).summary()[0])
-    return ExportResult(out_dir, exports, check.paths, shared, skipped)
+    _refuse_if_nothing(list(exports), refused)
+    return ExportResult(out_dir, exports, check.paths, shared, skipped,
+                        {name: refused[name] for name in formats if name in refused})
+
+
+def _refuse_if_nothing(formats: list[str], refused: dict[str, str]) -> None:
+    """Raise when no format is left to write: an export that writes nothing is an error, not a result."""
+    if not formats and refused:
+        raise CheckpointError("; ".join(dict.fromkeys(refused.values())))
 
 
 def _shared_metadata(source: ExportSource, check: CheckInputs) -> dict[str, Any]:
@@ -269,6 +311,8 @@ def _shared_metadata(source: ExportSource, check: CheckInputs) -> dict[str, Any]
         "output": {"name": ONNX_OUTPUT, "shape": ["batch", len(source.classes)], "dtype": "float32",
                    "meaning": "softmax probabilities in label order, rows sum to 1"},
         "source": source.description,
+        # The run config of the (first) model: its split settings tell evaluate which images it validated on.
+        "training_config": source.configs[0] if source.configs else {},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
     }
@@ -295,10 +339,19 @@ def _export_format(export_format: ExportFormat, subject: ExportSubject, check: C
         staging.mkdir(parents=True)
         started = time.perf_counter()
         metadata = {**shared, "export_format": name}
-        path = export_format.write(subject, staging, metadata, opset)
+        path = _converted(name, subject.label, lambda: export_format.write(subject, staging, metadata, opset))
         export_seconds = time.perf_counter() - started
+        unrunnable = export_format.not_runnable_here()
+        if unrunnable is not None:
+            # Published, and saying plainly that nothing checked it: never a pass it did not earn.
+            metadata["parity"] = {"executed": False, "reason": unrunnable}
+            write_metadata(staging, metadata)
+            with stops_deferred():
+                folder = _publish(staging, out_dir / name)
+            return FormatExport(name, folder, folder / path.relative_to(staging), float("nan"), export_seconds, 0.0,
+                                unchecked=unrunnable)
         started = time.perf_counter()
-        runner = export_format.load(path)
+        runner = _converted(name, subject.label, lambda: export_format.load(path))
         difference = parity_difference(runner, check)
         try:
             judgement = export_format.judge(runner, subject)
@@ -316,6 +369,7 @@ def _export_format(export_format: ExportFormat, subject: ExportSubject, check: C
                 f"{tolerance:.1e}) on {len(check.images)} inputs; it was not published"
             )
         metadata["parity"] = {
+            "executed": True,
             "max_difference": difference,
             "tolerance": tolerance if judgement is None else None,
             "images": [image.name for image in check.paths],
@@ -331,6 +385,17 @@ def _export_format(export_format: ExportFormat, subject: ExportSubject, check: C
             shutil.rmtree(staging, ignore_errors=True)
     return FormatExport(name, folder, folder / path.relative_to(staging), difference, export_seconds, check_seconds,
                         judgement or {})
+
+
+def _converted(name: str, label: str, step: Callable[[], _T]) -> _T:
+    """Run a format's writer or loader; whatever a converter or runtime raises becomes one plain line."""
+    try:
+        return step()
+    except CheckpointError:
+        raise
+    except Exception as error:  # noqa: BLE001  third-party converters raise anything; the user gets its reason
+        raise CheckpointError(f"{label}: the {name} converter failed ({one_line(error)}); "
+                              "nothing of it was published") from error
 
 
 def _publish(staging: Path, final: Path) -> Path:

@@ -26,7 +26,7 @@ from engine.core.errors import CheckpointError, ConfigError
 from engine.core.events import DatasetScanned, RunCancelled, RunFailed, RunFinished, RunRestarted
 from engine.core.paths import project_dir_for
 from engine.training.callback import Callback, CancelFit, LoopState
-from engine.training.callbacks import CheckpointSaver, MetricsRecorder, StopWatcher
+from engine.training.callbacks import CheckpointSaver, MetricsRecorder, StopWatcher, TensorBoardWriter
 from engine.training.distributed import SINGLE_PROCESS, DistributedContext, distributed_session
 from engine.training.run_summary import read_run
 from engine.training.runfolder import RunFolder, new_run_dir
@@ -223,7 +223,8 @@ def _train_in_folder(
         problems=len(dataset.report.problems), excluded=len(dataset.report.excluded_paths()),
     )
     runner = StageRunner(folder, config, dataset, stop_watcher, distributed, resume_from=resume_from,
-                         progress_bar=progress_bar, extra_callbacks=extra_callbacks)
+                         progress_bar=progress_bar,
+                         extra_callbacks=[*extra_callbacks, TensorBoardWriter(folder, config)])
     if runner.resumed is not None and runner.start_epoch > config.optim.epochs:
         return _finish_trained(folder, runner, config)
     state, saver = runner.run()

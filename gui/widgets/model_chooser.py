@@ -1,9 +1,10 @@
-"""A combo box of the project's models (checkpoints and ensembles) with a Browse button, and how models are named.
+"""A combo box of the project's models (checkpoints, ensembles, and exports where a page can use them) with a Browse
+button, and how models are named.
 
-The list comes from ``engine.evaluation.catalog.list_models`` on a pool thread, so opening a
-project with many runs never stalls the window. Each item shows the run, the
-checkpoint's name and its validation accuracy; Browse adds any checkpoint, run
-folder or manifest from elsewhere.
+The list comes from ``engine.evaluation.catalog.list_models`` (and ``engine.export.listing`` for
+exports) on a pool thread, so opening a project with many runs never stalls the window. Each
+item shows the run, the checkpoint's name and its validation accuracy; Browse adds any
+checkpoint, run folder, manifest or export's ``metadata.json`` from elsewhere.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QPushButton, 
 
 from engine.core.errors import TransferStudioError
 from engine.evaluation.catalog import ModelEntry, describe_checkpoint, describe_manifest, list_models
+from engine.export.export_folders import export_folder_of
+from engine.export.listing import describe_export, list_models_and_exports
 from engine.models.checkpoint_metadata import resolve_checkpoint_path
 from gui.services.workers import Worker, bound_to, run_in_thread_pool
 
 KINDS = ("checkpoint", "ensemble")
+# Pages that predict or evaluate can run an export too: the very file a user deploys.
+KINDS_WITH_EXPORTS = (*KINDS, "export")
 # How lists and tables name a run's or a checkpoint's training mode.
 MODE_NAMES = {"feature_extraction": "feature extraction", "fine_tune": "fine-tune", "two_stage": "two-stage"}
 
@@ -42,6 +47,9 @@ def entry_tooltip(entry: ModelEntry) -> str:
         lines.append(f"{entry.backbone} · {entry.mode} · epoch {entry.epoch}")
         if entry.val_loss is not None:
             lines.append(f"val loss {entry.val_loss:.4f}")
+    elif entry.kind == "export":
+        lines.append(f"the exported {entry.name} file, run in its own runtime" +
+                     (f" · {entry.backbone}" if entry.backbone else ""))
     else:
         lines.extend(str(member) for member in entry.members)
     lines.append(f"{len(entry.classes)} classes")
@@ -49,13 +57,16 @@ def entry_tooltip(entry: ModelEntry) -> str:
 
 
 def load_entry(path: str | Path) -> ModelEntry:
-    """The entry of a file the user chose: a checkpoint, a run folder (its best) or a manifest.
+    """The entry of a file the user chose: a checkpoint, a run folder (its best), a manifest or an export.
 
     Raises:
         TransferStudioError: nothing loadable is there.
     """
     candidate = Path(path)
-    if candidate.suffix.lower() == ".json" and not candidate.with_suffix(".safetensors").exists():
+    export = export_folder_of(candidate)
+    if export is not None:
+        entry = describe_export(export)
+    elif candidate.suffix.lower() == ".json" and not candidate.with_suffix(".safetensors").exists():
         entry = describe_manifest(candidate)
     else:
         entry = describe_checkpoint(resolve_checkpoint_path(candidate))
@@ -133,7 +144,7 @@ class ModelChooser(QWidget):
         if self._project_dir is None:
             self._show([])
             return
-        self._worker = run_in_thread_pool(_list_job, self._project_dir)
+        self._worker = run_in_thread_pool(_list_job, self._project_dir, "export" in self._kinds)
         worker = self._worker
         worker.signals.returned.connect(bound_to(self, lambda entries: self._on_worker_returned(worker, entries)))
 
@@ -173,6 +184,8 @@ class ModelChooser(QWidget):
 
     def _on_browse_button_clicked(self) -> None:
         kinds = "Models (*.safetensors *.json)" if "ensemble" in self._kinds else "Checkpoints (*.safetensors)"
+        if "export" in self._kinds:
+            kinds = "Models and exports (*.safetensors *.json)"
         start = str(self._project_dir or Path.home())
         path, _filter = QFileDialog.getOpenFileName(self, "Choose a model", start, kinds)
         if path:
@@ -192,6 +205,6 @@ class ModelChooser(QWidget):
         return True
 
 
-def _list_job(project_dir: Path, *, progress: Callable[[int, int], None],
+def _list_job(project_dir: Path, with_exports: bool, *, progress: Callable[[int, int], None],
               should_abort: Callable[[], bool]) -> list[ModelEntry]:
-    return list_models(project_dir)
+    return list_models_and_exports(project_dir) if with_exports else list_models(project_dir)

@@ -1,5 +1,5 @@
 """Deployment formats, one module each, registered in ``EXPORT_FORMATS``: ONNX (float and int8), TorchScript,
-a timm folder.
+a timm folder, OpenVINO IR and a Core ML package (the last two opt-in, as int8 is).
 
 Each format writes an ``ExportSubject`` (a model or an ensemble as one probability graph)
 into a folder and loads it back as a callable from normalised ``(N, 3, H, W)`` float32
@@ -14,6 +14,8 @@ from engine.export.formats import onnx_format  # noqa: F401
 from engine.export.formats import onnx_int8_format  # noqa: F401
 from engine.export.formats import torchscript_format  # noqa: F401
 from engine.export.formats import timm_format  # noqa: F401
+from engine.export.formats import openvino_format  # noqa: F401
+from engine.export.formats import coreml_format  # noqa: F401
 # isort: on
 from engine.export.formats.base import (
     EXPORT_FORMATS,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ METADATA_FORMAT = "transfer-studio-export"
 METADATA_FILE = "metadata.json"
 # Tracing with one image lets some models (ConvNeXt) specialise the batch dimension; two keep it free.
 TRACE_BATCH = 2
+
+# OpenVINO's messages begin with the C++ source location of a failed check: not a reason.
+_CHECK_LOCATION = re.compile(r"^Check '.*' failed at \S+:\d+:?$")
+_MOST_REASON_CHARACTERS = 300  # a converter's message can hold a whole graph dump
 
 ProbabilityRunner = Callable[[np.ndarray], np.ndarray]
 """A loaded export: ``(N, 3, H, W)`` float32 normalised images to ``(N, C)`` float32 probabilities."""
@@ -108,6 +113,14 @@ class ExportFormat(abc.ABC):
             CheckpointError: naming the package and how to install it.
         """
         return  # most formats need only what Transfer Studio itself installs
+
+    def not_runnable_here(self) -> str | None:
+        """Why this machine cannot execute the format (Core ML off macOS), or None (the default): it can.
+
+        An export that cannot run here is published unchecked, its metadata saying so in these
+        words, never as passed; ``load`` is not called for it.
+        """
+        return None
 
     def refusal(self, subject: ExportSubject) -> str | None:
         """Why ``subject`` has no form in this format (e.g. an ensemble as a timm folder), or None."""
@@ -208,3 +221,18 @@ def torch_runner(module: Callable[[torch.Tensor], torch.Tensor]) -> ProbabilityR
 def write_metadata(folder: Path, metadata: Mapping[str, Any]) -> Path:
     """Write ``metadata.json`` into an export folder."""
     return atomic_write_json(folder / METADATA_FILE, dict(metadata))
+
+
+def one_line(error: BaseException) -> str:
+    """An upstream error as one plain line: its type, then its message's lines joined, shortened.
+
+    The lines are joined, not just the first taken: OpenVINO's first line is the C++ source location
+    of a failed check (dropped here), and its reason ("No conversion rule found for operations:
+    aten::histc") comes lines later. Terminal colours (torch colours its messages) are removed.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not _CHECK_LOCATION.match(line.strip())]
+    reason = " ".join(lines)
+    if len(reason) > _MOST_REASON_CHARACTERS:
+        reason = reason[:_MOST_REASON_CHARACTERS - 3].rstrip() + "..."
+    return f"{type(error).__name__}: {reason}" if reason else type(error).__name__

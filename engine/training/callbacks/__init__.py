@@ -3,8 +3,9 @@
 ``stop`` turns a ``STOP`` file or a signal into a clean stop, ``schedule`` steps the
 learning-rate schedule, ``metrics`` makes each epoch's row of metrics, ``checkpoints``
 saves ``last`` and ``best``, ``reporting`` writes the progress events, ``metrics.csv`` and
-``status.json``, ``progress`` draws a terminal progress bar, and ``distributed`` keeps the
-ranks of a distributed run in step. The config's recipes (EMA, mixing, early stopping,
+``status.json``, ``tensorboard`` writes TensorBoard event files (when the ``logs`` extra is
+installed), ``progress`` draws a terminal progress bar, and ``distributed`` keeps the ranks
+of a distributed run in step. The config's recipes (EMA, mixing, early stopping,
 gradual unfreezing) are in ``engine.training.recipes``, the doctor's checks in
 ``engine.training.doctor``.
 
@@ -23,8 +24,9 @@ from engine.training.callbacks.progress import ProgressBar
 from engine.training.callbacks.reporting import EventReporter
 from engine.training.callbacks.schedule import LRSchedule
 from engine.training.callbacks.stop import StopWatcher
+from engine.training.callbacks.tensorboard import TensorBoardWriter
 
 __all__ = [
     "CheckpointSaver", "DistributedTraining", "EventReporter", "LRSchedule", "MetricsRecorder", "ProgressBar",
-    "StopWatcher", "is_finite_number",
+    "StopWatcher", "TensorBoardWriter", "is_finite_number",
 ]

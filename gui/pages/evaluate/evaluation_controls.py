@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 from engine.evaluation.catalog import ModelEntry
 from engine.evaluation.report_folders import missing_splits
 from gui.services.workers import Worker, run_in_thread_pool
-from gui.widgets.model_chooser import ModelChooser
+from gui.widgets.model_chooser import KINDS_WITH_EXPORTS, ModelChooser
 
 SPLITS = {"val": "validation images", "test": "test images", "all": "all images"}
 TTA_MODES = {"none": "none", "flip": "flip (2 views)", "multicrop": "multi-crop (5 views)"}
@@ -51,7 +51,7 @@ class EvaluationControls(QGroupBox):
         super().__init__(parent)
         self._data_path: Path | None = None
         self._splits_worker: Worker | None = None
-        self.chooser = ModelChooser(parent=self)
+        self.chooser = ModelChooser(KINDS_WITH_EXPORTS, parent=self)
         self.chooser.model_changed.connect(self._on_chooser_model_changed)
         self.split_combo = QComboBox(self)
         for split, text in SPLITS.items():
@@ -73,6 +73,7 @@ class EvaluationControls(QGroupBox):
         self.reports_combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.reports_combo.setPlaceholderText("no report yet")
         self.reports_combo.setToolTip("Reports of this project, newest first: choose one to show it again")
+        self._export_tooltips = {widget: widget.toolTip() for widget in (self.tta_combo, self.fit_temperature_check)}
         self.reports_combo.activated.connect(self._on_reports_combo_activated)
         self.open_report_button = QPushButton("Open report", self)
         self.open_report_button.setToolTip("Open the report shown (index.html, plots included) in the web browser")
@@ -150,6 +151,7 @@ class EvaluationControls(QGroupBox):
             widget.setEnabled(project_open and not running)
         self.evaluate_button.setEnabled(self.chooser.current() is not None and self._data_path is not None
                                         and not running)
+        self._fit_export_options()
         self.open_report_button.setEnabled(report_shown and not running)
 
     def _show_missing_splits(self, missing: Mapping[str, str]) -> None:
@@ -160,7 +162,20 @@ class EvaluationControls(QGroupBox):
         if self.split in missing:
             self.split_combo.setCurrentIndex(self.split_combo.findData("all"))
 
+    def _fit_export_options(self) -> None:
+        """An export is scored as deployed: no test-time augmentation, and no temperature to save into it."""
+        entry = self.chooser.current()
+        is_export = entry is not None and entry.kind == "export"
+        if is_export:
+            self.tta_combo.setCurrentIndex(self.tta_combo.findData("none"))
+            self.fit_temperature_check.setChecked(False)
+        for widget, tooltip in self._export_tooltips.items():
+            widget.setEnabled(self.chooser.isEnabled() and not is_export)
+            widget.setToolTip("An export is evaluated as it is deployed: without test-time augmentation, and its "
+                              "probabilities are fixed once written." if is_export else tooltip)
+
     def _on_chooser_model_changed(self, entry: ModelEntry | None) -> None:
+        self._fit_export_options()
         if self._splits_worker is not None:
             self._splits_worker.abort()
             self._splits_worker = None

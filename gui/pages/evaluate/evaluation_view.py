@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.export.export_folders import is_export, source_model_of
 from gui.pages.evaluate.cam_panel import CamPanel
 from gui.pages.evaluate.confusion_view import ConfusionView
 from gui.pages.evaluate.reliability_plot import ReliabilityPlot
@@ -153,6 +154,8 @@ class EvaluationView(QWidget):
         self.reliability_plot.show_bins(report["reliability"]["bins"], summary.get("ece"))
         self._show_top_losses(report["top_losses"])
         model = Path(report.get("source", {}).get("model", ""))
+        if model.name and is_export(model):  # an export has no gradients: explain the checkpoint it came from
+            model = source_model_of(model) or Path()
         self.cam_panel.set_model(model if model.name and model.exists() else None)
 
     def cell_images(self, true_index: int, predicted_index: int) -> list[GalleryImage]:

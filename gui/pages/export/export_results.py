@@ -53,6 +53,7 @@ class ExportedFormat:
         images: names of the real images checked; empty when random inputs were used.
         opset: the ONNX opset written; None for other formats.
         judgement: of a format judged instead of parity-checked: top-1 agreement and accuracies.
+        unchecked: why this machine could not run the export to check it (Core ML off macOS); "" when checked.
     """
 
     format: str
@@ -63,11 +64,13 @@ class ExportedFormat:
     images: tuple[str, ...]
     opset: int | None
     judgement: dict | None = None
+    unchecked: str = ""
 
     @property
     def passed(self) -> bool:
-        """Whether the export computes what PyTorch computes within the tolerance, or passed its judgement."""
-        return self.tolerance is None or self.max_difference <= self.tolerance
+        """Whether the export was checked and computes what PyTorch computes within the tolerance, or passed its
+        judgement; an export that could not be run here has not passed anything."""
+        return not self.unchecked and (self.tolerance is None or self.max_difference <= self.tolerance)
 
 
 def read_export(out_dir: Path, formats: Sequence[str]) -> list[ExportedFormat]:
@@ -79,14 +82,18 @@ def read_export(out_dir: Path, formats: Sequence[str]) -> list[ExportedFormat]:
     exported = []
     for name in formats:
         folder = out_dir / name
+        if not folder.is_dir():  # refused: the export says why in its output
+            continue
         metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
         path = get_export_format(name).model_path(folder)
-        size = sum(file.stat().st_size for file in folder.iterdir()) if path.is_dir() else path.stat().st_size
+        size = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) if path.is_dir() \
+            else path.stat().st_size
         parity = metadata["parity"]
-        tolerance = None if parity.get("tolerance") is None else float(parity["tolerance"])
-        exported.append(ExportedFormat(name, path, size, float(parity["max_difference"]), tolerance,
+        unchecked = "" if parity.get("executed", True) else str(parity.get("reason") or "not executed")
+        tolerance = None if parity.get("tolerance") is None or unchecked else float(parity["tolerance"])
+        exported.append(ExportedFormat(name, path, size, float(parity.get("max_difference", "nan")), tolerance,
                                        tuple(parity.get("images") or ()), metadata.get("opset"),
-                                       metadata.get("judgement")))
+                                       metadata.get("judgement"), unchecked))
     return exported
 
 
@@ -204,6 +211,11 @@ class ExportResults(QGroupBox):
                            f"{judged['accuracy_int8']:.1%} (float {judged['accuracy_float']:.1%})")
             parity.setToolTip(f"Judged on {judged['images']}; refused when accuracy drops more than "
                               f"{judged['max_accuracy_drop']:.1%}")
+        if item.unchecked:
+            parity.setText(f"– {item.unchecked}")
+            parity.setForeground(self.palette().placeholderText())
+            parity.setToolTip("Converted and published, but this machine cannot run it, so it was not compared "
+                              "with PyTorch here")
         parity.setData(Qt.ItemDataRole.UserRole, item.max_difference)
         shown = item.path.relative_to(self._out_dir) if self._out_dir is not None else item.path
         file = QTableWidgetItem(str(shown) + ("/" if item.path.is_dir() else ""))

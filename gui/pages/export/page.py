@@ -32,6 +32,7 @@ from engine.core.errors import TransferStudioError
 from engine.core.paths import project_dir_for
 from engine.evaluation.catalog import ModelEntry
 from engine.export.formats import MIN_OPSET, get_export_format, require_onnx_packages, timm_head_problem
+from engine.export.listing import exports_folder
 from engine.models.checkpoint_metadata import read_checkpoint_metadata
 from gui.pages.base import Page
 from gui.pages.export.benchmark_panel import BenchmarkPanel
@@ -50,7 +51,6 @@ ENSEMBLE_TIMM_REASON = ("an ensemble has no timm form: a timm folder holds one m
                         "hold the whole ensemble as one graph")
 # The newest opset torch 2.13's ONNX exporter writes (MIN_OPSET is the oldest).
 MAX_OPSET = 23
-EXPORTS_FOLDER = "exports"
 
 
 def default_export_dir(project_dir: Path, entry: ModelEntry, now: datetime | None = None) -> Path:
@@ -60,7 +60,7 @@ def default_export_dir(project_dir: Path, entry: ModelEntry, now: datetime | Non
     else:
         name = f"{entry.run_dir.name}-{entry.name}" if entry.run_dir is not None else entry.path.stem
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return project_dir / EXPORTS_FOLDER / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}-{stamp}"
+    return exports_folder(project_dir) / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)}-{stamp}"
 
 
 def format_refusals(entry: ModelEntry) -> dict[str, str]:
@@ -107,6 +107,7 @@ class ExportPage(Page):
         self._folder_chosen = False  # the user picked the output folder: model changes keep it
         self._out_dir: Path | None = None
         self._formats: list[str] = []
+        self._refused: dict[str, str] = {}  # format: why, as the export printed it
         self._cancelled = False
         self.runner = CommandRunner(self)
         self.runner.line_printed.connect(self._on_runner_line_printed)
@@ -198,6 +199,7 @@ class ExportPage(Page):
         if self.folder_images_radio.isChecked():
             arguments += ["--check-images", self.check_folder_edit.text().strip()]
         self._cancelled = False
+        self._refused = {}
         titles = ", ".join(get_export_format(name).title for name in self._formats)
         self.results.start(f"python main.py export {shlex.join(arguments)}",
                            f"Exporting {entry.label} as {titles}; each export is checked against PyTorch before "
@@ -366,14 +368,17 @@ class ExportPage(Page):
 
     def _on_runner_line_printed(self, line: str) -> None:
         self.results.append_line(line)
+        name, refused, reason = line.partition(": refused: ")
+        if refused and name in self._formats:
+            self._refused[name] = reason
 
     def _on_runner_finished(self, succeeded: bool, message: str) -> None:
         self._update_actions()
         if self._cancelled:
             self.results.set_status("Export cancelled. Formats checked before the stop stay in the folder.")
-        elif not succeeded:
+        elif not succeeded and not 0 < len(self._refused) < len(self._formats):
             self.results.set_status(f"Export failed: {message}", "error")
-        else:
+        else:  # every format written, or some of them (the others refused, with why)
             worker = run_in_thread_pool(_read_export_job, self._out_dir, list(self._formats))
             worker.signals.returned.connect(self._on_results_worker_returned)
             worker.signals.errored.connect(self._on_results_worker_errored)
@@ -381,7 +386,17 @@ class ExportPage(Page):
     def _on_results_worker_returned(self, exported: list[ExportedFormat]) -> None:
         self.results.show_exported(self._out_dir, exported)
         self.benchmark.set_export_dir(self._out_dir)
-        if all(item.passed for item in exported):
+        refused = [f"{get_export_format(name).title}: {reason}" for name, reason in self._refused.items()]
+        unchecked = [get_export_format(item.format).title for item in exported if item.unchecked]
+        checked = [item for item in exported if not item.unchecked]
+        if refused:
+            self.results.set_status(f"Exported to {self._out_dir}, but not every format: "
+                                    + "; ".join(refused), "error")
+        elif unchecked and all(item.passed for item in checked):
+            self.results.set_status(f"Exported to {self._out_dir}. {', '.join(unchecked)} could not be run on this "
+                                    "machine, so it was converted but not checked; the others passed their "
+                                    "checks.", "ok")
+        elif all(item.passed for item in exported):
             # The one the CLI checked against; a quantized format is judged on accuracy instead.
             tolerances = [item.tolerance for item in exported if item.tolerance is not None]
             judged = " (int8: within its accuracy limit)" if len(tolerances) < len(exported) else ""
