@@ -9,6 +9,7 @@ Layout::
       status.json        the latest state, with the writer's pid, host, start and heartbeat
       writer.lock        locked by the process writing the folder (engine.training.run_lock)
       checkpoints/       best.safetensors + best.json, last.safetensors + last.json
+      tensorboard/       TensorBoard event files, when the logs extra is installed
       STOP               written by anyone who wants a clean stop
 
 Everything read whole is written atomically; events are appended a whole line at a
