@@ -1,9 +1,10 @@
-"""The "Predict" page: drop images or folders, see each one's top-k labels and confidence, export CSV.
+"""The "Predict" page: top-k labels and confidence of dropped images (exported as CSV), or live over a camera or video.
 
-The page chooses the model, TTA and images and shows the results
+The page chooses the model, TTA and source. Images are shown with their results
 (``gui.pages.predict.prediction_view``); files are listed on a pool thread and predicted a chunk
 at a time by ``gui.pages.predict.prediction_runner``, which keeps loaded models and drops
-predictions made with a model or TTA that has changed meanwhile.
+predictions made with a model or TTA that has changed meanwhile. A camera or a video file
+plays in ``gui.pages.predict.live_view``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QDragEnterEvent, QDragLeaveEvent, QDropEvent
 from PySide6.QtWidgets import (
+    QButtonGroup,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -22,6 +24,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QRadioButton,
     QSpinBox,
     QStackedWidget,
     QStyle,
@@ -36,6 +39,7 @@ from engine.evaluation.catalog import ModelEntry
 from engine.evaluation.predictions import write_predictions_csv
 from gui.pages.base import Page
 from gui.pages.predict.drop_zone import DropZone
+from gui.pages.predict.live_view import CAMERA, VIDEO, VIDEO_SUFFIXES, LiveView
 from gui.pages.predict.prediction_runner import ModelKey, PredictionRunner, collect_records
 from gui.pages.predict.prediction_view import (
     LABEL_PREFIX,
@@ -58,10 +62,12 @@ from gui.pages.predict.prediction_view import (
 from gui.services.config_state import ConfigState
 from gui.services.workers import Worker, bound_to, run_in_thread_pool
 from gui.style import severity_color
-from gui.widgets.model_chooser import ModelChooser
+from gui.widgets.model_chooser import KINDS_WITH_EXPORTS, ModelChooser
 from gui.widgets.page_header import PageHeader
 
 TTA_CHOICES = {"none": "None", "flip": "Flip (2 views, ~2× time)", "multicrop": "Multi-crop (5 views, ~5× time)"}
+IMAGES = "images"
+SOURCES = {IMAGES: "Images", CAMERA: "Camera", VIDEO: "Video file"}  # what the page predicts, in button order
 
 
 class PredictPage(Page):
@@ -89,7 +95,7 @@ class PredictPage(Page):
 
         self.header = PageHeader(self.title, parent=self)
 
-        self.chooser = ModelChooser(parent=self)
+        self.chooser = ModelChooser(KINDS_WITH_EXPORTS, parent=self)
         self.chooser.model_changed.connect(self._on_chooser_model_changed)
         self.chooser.browse_failed.connect(self._show_problem)
         self.tta_combo = QComboBox(self)
@@ -103,6 +109,11 @@ class PredictPage(Page):
         self.top_k_spin.setValue(3)
         self.top_k_spin.setToolTip("How many of the most likely labels each image shows, and the CSV holds")
         self.top_k_spin.valueChanged.connect(self._on_top_k_spin_value_changed)
+        self.source_buttons = QButtonGroup(self)
+        for number, text in enumerate(SOURCES.values()):
+            self.source_buttons.addButton(QRadioButton(text, self), number)
+        self.source_buttons.button(0).setChecked(True)
+        self.source_buttons.idClicked.connect(self._on_source_buttons_id_clicked)
 
         self.add_images_button = QPushButton("Add images…", self)
         self.add_images_button.clicked.connect(self._on_add_images_button_clicked)
@@ -144,6 +155,9 @@ class PredictPage(Page):
         self.export_button = QPushButton("Export CSV…", self)
         self.export_button.setToolTip("Save each image's path, top-k labels with probabilities, and any error")
         self.export_button.clicked.connect(self._on_export_button_clicked)
+        self.live = LiveView(self)
+        self.live.video_file_requested.connect(lambda: self.set_source(VIDEO))
+        self._sources = QStackedWidget(self)
 
         self._lay_out()
         self.setAcceptDrops(True)
@@ -157,16 +171,35 @@ class PredictPage(Page):
         self.runner.busy_changed.connect(self._update_view)
         self.runner.finished.connect(self.predictions_finished)
         state.changed.connect(self._on_state_changed)
+        self.live.set_top_k(self.top_k_spin.value())
         self._fill_show_combo([])
         self._update_view()
         self.refresh()
 
     # Public API ----------------------------------------------------------------------------------
 
+    @property
+    def source(self) -> str:
+        """What is predicted: ``IMAGES``, ``CAMERA`` or ``VIDEO``."""
+        return list(SOURCES)[self.source_buttons.checkedId()]
+
+    def set_source(self, source: str) -> None:
+        """Predict images, a camera or a video file; a camera or video playing stops."""
+        self.source_buttons.button(list(SOURCES).index(source)).setChecked(True)
+        if source == IMAGES:
+            self._sources.setCurrentIndex(0)
+            return
+        if self._sources.currentIndex() == 1 and self.live.mode == source:
+            return  # its button clicked again: what plays goes on
+        self.live.set_mode(source)
+        self._live_box.setTitle(SOURCES[source])
+        self._sources.setCurrentIndex(1)
+
     def refresh(self) -> None:
         """List the project's models again (after a run ended or a manifest was saved)."""
         data_path = self._state.config.data.path
         project_dir = project_dir_for(data_path) if data_path else None
+        self.live.set_project_dir(project_dir)
         if project_dir != self.chooser.project_dir:
             self.chooser.set_project(project_dir)
         else:
@@ -212,9 +245,15 @@ class PredictPage(Page):
     def dropEvent(self, event: QDropEvent) -> None:
         self.drop_zone.set_highlighted(False)
         paths = _local_paths(event.mimeData().urls())
-        if paths:
-            event.acceptProposedAction()
-            self.add_paths(paths)
+        if not paths:
+            return
+        event.acceptProposedAction()
+        if len(paths) == 1 and paths[0].suffix.lower() in VIDEO_SUFFIXES:
+            self.set_source(VIDEO)
+            self.live.open_video(paths[0])
+            return
+        self.set_source(IMAGES)  # dropped on a camera or video: show the images coming
+        self.add_paths(paths)
 
     def changeEvent(self, event: QEvent) -> None:
         if event.type() == QEvent.Type.PaletteChange:
@@ -232,8 +271,14 @@ class PredictPage(Page):
         options.addWidget(self.top_k_spin)
         options.addStretch(1)
         form = QFormLayout(model_box)
-        form.addRow("Model or ensemble:", self.chooser)
+        form.addRow("Model:", self.chooser)
         form.addRow("Test-time augmentation:", options)
+        sources = QHBoxLayout()
+        for button in self.source_buttons.buttons():
+            sources.addWidget(button)
+            sources.addSpacing(12)
+        sources.addStretch(1)
+        form.addRow("Predict:", sources)
 
         images_box = QGroupBox("Images", self)
         tools = QHBoxLayout()
@@ -257,11 +302,16 @@ class PredictPage(Page):
         images.addWidget(self._results, 1)
         images.addLayout(status)
 
+        self._live_box = QGroupBox(SOURCES[VIDEO], self)
+        QVBoxLayout(self._live_box).addWidget(self.live)
+        self._sources.addWidget(images_box)
+        self._sources.addWidget(self._live_box)
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 12, 12, 8)
         layout.addWidget(self.header)
         layout.addWidget(model_box)
-        layout.addWidget(images_box, 1)
+        layout.addWidget(self._sources, 1)
 
     def _current_key(self) -> ModelKey | None:
         """The key of the chosen model and TTA; None (and ``_model_problem`` set) when there is none."""
@@ -285,6 +335,7 @@ class PredictPage(Page):
         if key != self.runner.key or key is None:
             self._show_message("")
         self.runner.set_key(key)
+        self.live.set_key(key, self._model_problem)
 
     def _show_message(self, text: str, severity: str = "info") -> None:
         self._message_severity = severity
@@ -343,6 +394,7 @@ class PredictPage(Page):
     def _on_state_changed(self, _config: object) -> None:
         data_path = self._state.config.data.path
         project_dir = project_dir_for(data_path) if data_path else None
+        self.live.set_project_dir(project_dir)
         if project_dir != self.chooser.project_dir:
             self.chooser.set_project(project_dir)
 
@@ -350,6 +402,11 @@ class PredictPage(Page):
         self.chooser.combo.setPlaceholderText("Train a model first: no checkpoints in this project yet"
                                               if self.chooser.project_dir is not None else "no project open")
         self._fill_show_combo(entry.classes if entry is not None else [])
+        # An export predicts as it is deployed: its runtime has no test-time augmentation to offer.
+        is_export = entry is not None and entry.kind == "export"
+        if is_export:
+            self.tta_combo.setCurrentIndex(self.tta_combo.findData("none"))
+        self.tta_combo.setEnabled(not is_export)
         self._restart()
 
     def _on_tta_combo_index_changed(self, _index: int) -> None:
@@ -357,6 +414,10 @@ class PredictPage(Page):
 
     def _on_top_k_spin_value_changed(self, value: int) -> None:
         self.grid.set_top_k(value)
+        self.live.set_top_k(value)
+
+    def _on_source_buttons_id_clicked(self, number: int) -> None:
+        self.set_source(list(SOURCES)[number])
 
     def _on_show_combo_index_changed(self, _index: int) -> None:
         self.grid.filter.set_show(self.show_combo.currentData())

@@ -61,9 +61,9 @@ class ModelCache:
                 if key in self._models:
                     self._models.move_to_end(key)
                     return self._models[key]
-            from engine.evaluation.ensemble import load_probability_model  # torch: loaded on first use
+            from engine.export.any_model import load_any_model  # torch: loaded on first use
 
-            model = load_probability_model(key.path, device="auto", tta=key.tta)
+            model = load_any_model(key.path, device="auto", tta=key.tta)
             with self._lock:
                 self.loads += 1
                 self._models[key] = model
