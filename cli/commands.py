@@ -14,6 +14,7 @@ import sys
 from types import ModuleType
 
 from cli import (
+    auto,
     backbones,
     benchmark,
     cache,
@@ -38,8 +39,8 @@ from engine.core.errors import TransferStudioError
 
 # In the order ``main.py --help`` lists them.
 COMMANDS: tuple[ModuleType, ...] = (
-    scan, review, label_next, train, lr_find, sanity, preview, predict, evaluate, export, benchmark, ensemble, cam,
-    search, config, doctor, backbones, cache,
+    scan, review, label_next, train, auto, lr_find, sanity, preview, predict, evaluate, export, benchmark, ensemble,
+    cam, search, config, doctor, backbones, cache,
 )
 
 
