@@ -25,7 +25,7 @@ from engine.core.atomic import atomic_write_json, atomic_write_text
 from engine.core.errors import CheckpointError, DatasetError
 from engine.data.settings import DataSettings
 from engine.export.export_folders import read_export_metadata
-from engine.export.formats import EXPORT_FORMATS, METADATA_FILE, ProbabilityRunner, get_export_format
+from engine.export.formats import EXPORT_FORMATS, METADATA_FILE, PREDICT_SCRIPT, ProbabilityRunner, get_export_format
 from engine.export.formats.base import one_line, torch_runner
 from engine.export.samples import LabelledImages, folder_images, validation_images
 from engine.export.source import load_source
@@ -269,10 +269,19 @@ def _measure(name: str, path: Path, runner: ProbabilityRunner, probe: np.ndarray
         answers = np.concatenate([runner(labelled.images[start:start + THROUGHPUT_BATCH])
                                   for start in range(0, len(labelled.images), THROUGHPUT_BATCH)])
         top1 = float((answers.argmax(axis=1) == labelled.labels).mean())
-    size = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) if path.is_dir() \
-        else path.stat().st_size
+    size = _size_on_disk(path)
     return FormatBenchmark(name, str(path), size, float(np.percentile(times, 50) * 1000),
                            float(np.percentile(times, 95) * 1000), throughput, top1)
+
+
+def _size_on_disk(path: Path) -> int:
+    """Bytes a user ships: the model file and its companions (OpenVINO's weights beside its graph), not the
+    metadata or the predict.py of the format folder; a checkpoint file alone."""
+    folder = path if path.is_dir() else path.parent
+    if not (folder / METADATA_FILE).is_file():  # the source checkpoint, beside other checkpoints
+        return path.stat().st_size
+    return sum(file.stat().st_size for file in folder.rglob("*")
+               if file.is_file() and file.name not in (METADATA_FILE, PREDICT_SCRIPT))
 
 
 def _tiled(images: np.ndarray, count: int) -> np.ndarray:
