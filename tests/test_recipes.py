@@ -10,8 +10,9 @@ from demo_photos import copy_demo
 
 from engine.core.config import RunConfig
 from engine.models.checkpoint import load_checkpoint
-from engine.training.callback import Callback, LoopState
+from engine.training.callback import EPOCH_METRICS, Callback, CancelFit, LoopState
 from engine.training.losses import ClassificationLoss
+from engine.training.recipes import EarlyStopping
 from engine.training.runfolder import RunFolder, read_events
 from engine.training.train import train
 
@@ -154,6 +155,24 @@ def test_early_stopping_ends_the_run_and_keeps_the_best(three_classes: Path, tmp
     assert finished["stopped_early"] and len(result.history) < 12
     best = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.safetensors").metadata
     assert best["epoch"] == min(result.history, key=lambda row: row["val_loss"])["epoch"]
+
+
+def test_a_two_stage_runs_head_epochs_set_the_best_to_beat_but_use_up_none_of_the_fine_tuning_patience() -> None:
+    # The head alone peaks at its first epoch: three epochs without improvement before fine-tuning starts.
+    head = [{"epoch": epoch, "val_loss": loss} for epoch, loss in ((1, 0.5), (2, 0.6), (3, 0.7), (4, 0.8))]
+    fine_tuning = EarlyStopping("val_loss", patience=3, history=head, counting_from=5)
+    assert fine_tuning.best == 0.5 and fine_tuning.waited == 0
+    model = torch.nn.Linear(2, 2)
+    state = LoopState(model, torch.optim.SGD(model.parameters()), num_epochs=10, batches_per_epoch=1)
+    for epoch, loss in ((5, 0.55), (6, 0.52), (7, 0.51)):
+        fine_tuning.before_epoch(state)  # three fine-tuning epochs may try to beat the head
+        state.scratch[EPOCH_METRICS] = {"epoch": epoch, "val_loss": loss}
+        fine_tuning.after_epoch(state)
+    with pytest.raises(CancelFit, match=r"val_loss has not improved for 3 epochs \(best 0.5 at epoch 1\)"):
+        fine_tuning.before_epoch(state)
+    # Resuming inside the fine-tuning stage counts its own epochs already done.
+    resumed = EarlyStopping("val_loss", patience=3, history=[*head, {"epoch": 5, "val_loss": 0.55}], counting_from=5)
+    assert resumed.waited == 1
 
 
 def test_weighted_loss_matches_cross_entropy_for_hard_and_soft_targets() -> None:

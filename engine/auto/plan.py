@@ -282,9 +282,6 @@ def plan_fine_tuning(
                      f" and at {speed.input_size} px {MIN_FINE_TUNE_EPOCHS} epochs would not fit")
     changes = {
         **recipe, "optim.ema": True, "optim.ema_decay": ema_decay(facts, int(recipe["optim.batch_size"])),
-        # Early stopping counts the head epochs too: with the recipe's patience alone, a head whose best epoch
-        # is its first ends the run after one fine-tuning epoch.
-        "optim.early_stopping_patience": int(recipe["optim.early_stopping_patience"]) + head_epochs,
         **({"data.input_size": side} if side != speed.input_size else {}),
     }
     first = Step(
@@ -301,8 +298,7 @@ def plan_fine_tuning(
     second_fit = math.floor((left - second_fixed) / per_epoch)
     if second_fit >= MIN_FINE_TUNE_EPOCHS:
         second_changes = {key: value for key, value in changes.items() if key != "model.head_epochs"}
-        second_changes.update({"model.mode": "fine_tune", "seed": seed + SECOND_MEMBER_SEED_OFFSET,
-                               "optim.early_stopping_patience": recipe["optim.early_stopping_patience"]})
+        second_changes.update({"model.mode": "fine_tune", "seed": seed + SECOND_MEMBER_SEED_OFFSET})
         second = Step(
             f"fine_tune_seed{seed + SECOND_MEMBER_SEED_OFFSET}", f"fine-tuning with EMA at {side} px, another seed",
             second_changes,

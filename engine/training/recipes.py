@@ -165,12 +165,15 @@ class EarlyStopping(Callback):
     Args:
         monitor: ``val_top1`` (higher is better) or ``val_loss`` (lower is better).
         patience: epochs without improvement before stopping.
-        history: metrics rows of earlier epochs, when resuming.
+        history: metrics rows of earlier epochs (when resuming, or of an earlier stage).
+        counting_from: the first epoch of this stage: earlier epochs (a two-stage run's head alone) set the
+            best score to beat but use up none of the patience, which is for the epochs that train here.
     """
 
     order = 60
 
-    def __init__(self, monitor: str, patience: int, history: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, monitor: str, patience: int, history: list[dict[str, Any]] | None = None,
+                 counting_from: int = 1) -> None:
         self.monitor = monitor
         self.patience = patience
         self.best: float | None = None
@@ -179,6 +182,8 @@ class EarlyStopping(Callback):
         self.waited = 0
         for row in history or []:
             self._observe(row)
+            if int(row.get("epoch") or 0) < counting_from:
+                self.waited = 0
 
     def after_epoch(self, state: LoopState) -> None:
         self._observe(state.scratch.get(EPOCH_METRICS, {}))

@@ -292,7 +292,7 @@ class StageRunner:
             ))
         if config.optim.early_stopping_patience > 0:
             callbacks.append(EarlyStopping(config.optim.monitor, config.optim.early_stopping_patience,
-                                           self.recorder.history))
+                                           self.recorder.history, counting_from=stage.first_epoch))
         if stage.mode == "fine_tune" and config.model.unfreeze_every > 0:
             callbacks.append(GradualUnfreezing(setup.loaded.model, config, stage.first_epoch, folder.write_event))
         return callbacks
