@@ -30,6 +30,7 @@ from engine.core.events import (
     parse_event,
     register_event,
 )
+from engine.core.paths import CACHE_ENV_VAR
 from engine.search.run import run_search
 from engine.search.trial import SearchEvents
 from engine.training.callback import Callback, CancelFit, LoopState
@@ -86,7 +87,10 @@ def three_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_demo(tmp_path_factory.mktemp("events") / "data", classes=3, per_class=8)
 
 
-def test_every_line_of_real_runs_is_declared(three_classes: Path, tmp_path: Path) -> None:
+def test_every_line_of_real_runs_is_declared(three_classes: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cache of its own: features another test cached would be reused, and their progress never reported.
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
     data = copy_demo(tmp_path / "data", classes=3, per_class=6)  # a copy of its own: the run damages a file
     victim = sorted((data / sorted(path.name for path in data.iterdir())[0]).iterdir())[0]
     two_stage = small_config(data, **{

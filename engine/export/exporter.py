@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import timm
 import torch
 
-from engine.core.errors import CheckpointError, ConfigError
+from engine.core.errors import CheckpointError, ConfigError, TransferStudioError
 from engine.core.stop_signals import stops_deferred
 from engine.data.settings import DataSettings
 from engine.evaluation.predict import Predictor
@@ -391,7 +391,7 @@ def _converted(name: str, label: str, step: Callable[[], _T]) -> _T:
     """Run a format's writer or loader; whatever a converter or runtime raises becomes one plain line."""
     try:
         return step()
-    except CheckpointError:
+    except TransferStudioError:  # ours already says what happened (a full disk: StorageError)
         raise
     except Exception as error:  # noqa: BLE001  third-party converters raise anything; the user gets its reason
         raise CheckpointError(f"{label}: the {name} converter failed ({one_line(error)}); "
