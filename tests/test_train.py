@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from engine.models.checkpoint import load_checkpoint
 from engine.training.callback import Callback, LoopState
 from engine.training.runfolder import RunFolder, read_events
 from engine.training.train import train
+from main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,6 +135,25 @@ def run_cli(*arguments: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+Cli = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Cli:
+    """``main.py`` run in this process: what a command prints and returns, without a new interpreter importing
+    torch each time (the one-line errors of a real process are checked with ``run_cli`` above)."""
+
+    def run(*arguments: str) -> subprocess.CompletedProcess:
+        try:
+            code = main(list(arguments))
+        except SystemExit as exit:  # argparse refusing an argument
+            code = int(exit.code or 0)
+        printed = capsys.readouterr()
+        return subprocess.CompletedProcess(["main.py", *arguments], code, printed.out, printed.err)
+
+    return run
+
+
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [
@@ -162,9 +183,9 @@ def test_cli_hub_only_backbone_offline_fails_clearly(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_predict_prints_top_k_and_writes_csv(demo_run: Path, tmp_path: Path) -> None:
+def test_cli_predict_prints_top_k_and_writes_csv(demo_run: Path, tmp_path: Path, cli: Cli) -> None:
     images = [DEMO / "bag" / sorted(p.name for p in (DEMO / "bag").glob("*.png"))[0], DEMO / "trouser"]
-    result = run_cli("predict", str(demo_run), *map(str, images), "--top-k", "2", "--csv", str(tmp_path / "p.csv"))
+    result = cli("predict", str(demo_run), *map(str, images), "--top-k", "2", "--csv", str(tmp_path / "p.csv"))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 51  # one bag photo and the 50 trouser photos
@@ -176,47 +197,51 @@ def test_cli_predict_prints_top_k_and_writes_csv(demo_run: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_cli_ensemble_of_a_runs_checkpoints_predicts(demo_run: Path, tmp_path: Path) -> None:
+def test_cli_ensemble_of_a_runs_checkpoints_predicts(demo_run: Path, tmp_path: Path, cli: Cli) -> None:
     checkpoints = [str(demo_run / "checkpoints" / f"{name}.safetensors") for name in ("best", "last")]
-    built = run_cli("ensemble", "build", *checkpoints, "--out", str(tmp_path / "ensemble.json"))
+    built = cli("ensemble", "build", *checkpoints, "--out", str(tmp_path / "ensemble.json"))
     assert built.returncode == 0, built.stderr
     assert "ensemble of 2 members (mean)" in built.stdout
-    predicted = run_cli("ensemble", "predict", str(tmp_path / "ensemble.json"), str(DEMO / "trouser"), "--top-k", "1",
-                        "--tta", "flip")
+    predicted = cli("ensemble", "predict", str(tmp_path / "ensemble.json"), str(DEMO / "trouser"), "--top-k", "1",
+                    "--tta", "flip")
     assert predicted.returncode == 0, predicted.stderr
     labels = [line.split("\t")[1].split()[0] for line in predicted.stdout.strip().splitlines()]
     assert len(labels) == 50 and labels.count("trouser") >= 40
 
 
 @pytest.mark.slow
-def test_cli_ensemble_evaluate_puts_each_member_beside_the_ensemble(demo_project: Path, tmp_path: Path) -> None:
+def test_cli_ensemble_evaluate_puts_each_member_beside_the_ensemble(
+        demo_project: Path, tmp_path: Path, cli: Cli
+) -> None:
     manifest = project_dir_for(demo_project) / "ensembles" / "pair.json"
-    result = run_cli("ensemble", "evaluate", str(manifest), str(demo_project), "--out", str(tmp_path / "report"))
+    result = cli("ensemble", "evaluate", str(manifest), str(demo_project), "--out", str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert len(report["members"]) == 2
     member_losses = [member["summary"]["log_loss"] for member in report["members"].values()]
     assert report["summary"]["log_loss"] <= sum(member_losses) / 2 + 1e-9
-    refused = run_cli("ensemble", "evaluate", str(demo_project), str(demo_project))
+    refused = cli("ensemble", "evaluate", str(demo_project), str(demo_project))
     assert refused.returncode == 2 and "not an ensemble manifest" in refused.stderr
 
 
 @pytest.mark.slow
-def test_cli_cam_writes_the_overlay_of_the_predicted_or_a_chosen_class(demo_run: Path, tmp_path: Path) -> None:
+def test_cli_cam_writes_the_overlay_of_the_predicted_or_a_chosen_class(
+        demo_run: Path, tmp_path: Path, cli: Cli
+) -> None:
     photo = sorted((DEMO / "bag").glob("*.png"))[0]
-    result = run_cli("cam", str(demo_run), str(photo), "--out", str(tmp_path / "cam.png"))
+    result = cli("cam", str(demo_run), str(photo), "--out", str(tmp_path / "cam.png"))
     assert result.returncode == 0, result.stderr
     assert "evidence for" in result.stdout and (tmp_path / "cam.png").stat().st_size > 0
-    chosen = run_cli("cam", str(demo_run), str(photo), "--class", "trouser", "--out", str(tmp_path / "trouser.png"))
+    chosen = cli("cam", str(demo_run), str(photo), "--class", "trouser", "--out", str(tmp_path / "trouser.png"))
     assert chosen.returncode == 0 and "evidence for trouser" in chosen.stdout
-    refused = run_cli("cam", str(demo_run), str(photo), "--class", "giraffe")
+    refused = cli("cam", str(demo_run), str(photo), "--class", "giraffe")
     assert refused.returncode == 2 and "giraffe" in refused.stderr
 
 
 @pytest.mark.slow
-def test_cli_evaluate_writes_a_report(demo_run: Path, tmp_path: Path) -> None:
+def test_cli_evaluate_writes_a_report(demo_run: Path, tmp_path: Path, cli: Cli) -> None:
     photos = copy_whole_demo(tmp_path / "photos")  # evaluating scans the data folder and writes its health report
-    result = run_cli("evaluate", str(demo_run), str(photos), "--out", str(tmp_path / "report"))
+    result = cli("evaluate", str(demo_run), str(photos), "--out", str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr
     for name in ("report.json", "index.html", "confusion.png", "reliability.png", "top_losses.png"):
         assert (tmp_path / "report" / name).is_file(), name
@@ -227,10 +252,12 @@ def test_cli_evaluate_writes_a_report(demo_run: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_export_writes_the_format_asked_for_checked_on_the_images_given(demo_run: Path, tmp_path: Path) -> None:
+def test_cli_export_writes_the_format_asked_for_checked_on_the_images_given(
+        demo_run: Path, tmp_path: Path, cli: Cli
+) -> None:
     # TorchScript, the quickest format to write: predict.py beside an ONNX export is checked in test_export.py.
-    result = run_cli("export", str(demo_run), str(tmp_path / "export"), "--format", "torchscript",
-                     "--check-images", str(DEMO / "bag"))
+    result = cli("export", str(demo_run), str(tmp_path / "export"), "--format", "torchscript",
+                 "--check-images", str(DEMO / "bag"))
     assert result.returncode == 0, result.stderr
     bags = len(list((DEMO / "bag").glob("*.png")))
     assert "max |difference| to PyTorch" in result.stdout and f"on {bags} images" in result.stdout
