@@ -186,7 +186,9 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         search = self.page_stack.built_page(SearchPage)
-        if self.controller.is_running or (search is not None and search.controller.is_running):
+        train = self.page_stack.built_page(TrainPage)
+        if self.controller.is_running or (search is not None and search.controller.is_running) \
+                or (train is not None and train.auto_panel.is_running):
             # Never close under a running child: ask, and close once it has stopped cleanly.
             event.ignore()
             if not self._close_when_stopped:  # else: stopping already; the last one to end closes the window
@@ -200,7 +202,9 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
     def _ask_to_stop_before_closing(self) -> None:
-        what = "Training is" if self.controller.is_running else "A search is"
+        train = self.page_stack.built_page(TrainPage)
+        auto = train is not None and train.auto_panel.is_running
+        what = "Training is" if self.controller.is_running else "Auto is" if auto else "A search is"
         box = QMessageBox(QMessageBox.Icon.Question, "A run is in progress",
                           f"{what} still running. Stop it (a checkpoint is saved) and close?",
                           QMessageBox.StandardButton.NoButton, self)
@@ -212,6 +216,8 @@ class MainWindow(QMainWindow):
             if box.clickedButton() is stop:
                 self._close_when_stopped = True
                 self.controller.stop()
+                if train is not None:
+                    train.auto_panel.stop()  # the running step checkpoints; the best model so far is named
                 search = self.page_stack.built_page(SearchPage)
                 if search is not None:
                     # A search's first stop waits for its trials; the second interrupts them (they resume later).
@@ -263,6 +269,11 @@ class MainWindow(QMainWindow):
         if self._close_when_stopped:
             self.close()
 
+    def _on_train_page_auto_finished(self, _folder: Path | None) -> None:
+        self._refresh_pages()  # its runs and ensemble are new models for every page
+        if self._close_when_stopped:
+            self.close()
+
     def _on_ensemble_page_evaluate_requested(self, manifest: Path) -> None:
         evaluate = self.page(EvaluatePage)
         self.show_page(evaluate)
@@ -293,6 +304,8 @@ class MainWindow(QMainWindow):
         elif isinstance(page, ReviewPage):
             page.decisions_changed.connect(lambda: self._refresh_built(DataPage))
             page.files_changed.connect(self.reload_dataset)
+        elif isinstance(page, TrainPage):
+            page.auto_finished.connect(self._on_train_page_auto_finished)
         elif isinstance(page, RunsPage):
             page.config_loaded.connect(lambda _run: self.show_page(self.page(ModelPage)))
         elif isinstance(page, SearchPage):

@@ -64,6 +64,11 @@ class CommandRunner(QObject):
         process.start()
         self.started.emit([sys.executable, *arguments])
 
+    def terminate(self) -> None:
+        """Ask the child to stop (SIGTERM): a command that stops cleanly keeps what it made; ``stop`` kills."""
+        if self._process is not None and self.is_running:
+            self._process.terminate()
+
     def stop(self) -> None:
         """End the child at once; what it wrote is left as it is (its writes are atomic)."""
         if self._process is not None and self.is_running:

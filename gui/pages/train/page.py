@@ -3,7 +3,8 @@
 A run is ``main.py train`` in a child process (through ``RunController``); the page
 shows its progress and ETA, the device it trains on and why, live curves, the doctor's
 diagnoses with their fixes, and a log, all read from the run folder's events. The
-command that reproduces the run can be copied for a terminal.
+command that reproduces the run can be copied for a terminal. The Auto box (``AutoPanel``)
+runs ``main.py auto`` instead: one run of either kind at a time.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from engine.core.events import BatchSizeChanged, DiagnosisRaised, RunStarted, St
 from engine.core.paths import project_dir_for
 from engine.training.runfolder import RunFolder, new_run_dir
 from gui.pages.base import Page, PageContext
+from gui.pages.train.auto_panel import AutoPanel
 from gui.pages.train.curves import TrainingCurves
 from gui.pages.train.doctor_panel import DoctorPanel
 from gui.pages.train.run_log import RunLog, RunProgress, describe_device, describe_event
@@ -66,6 +68,7 @@ class TrainPage(Page):
     icon = QStyle.StandardPixmap.SP_MediaPlay
 
     run_finished = Signal(object)  # Path of the run folder, whatever the outcome
+    auto_finished = Signal(object)  # Path of the Auto folder (None if it made none): new runs in the project
 
     @classmethod
     def create(cls, context: PageContext, parent: QWidget | None = None) -> TrainPage:  # type: ignore[override]
@@ -110,6 +113,12 @@ class TrainPage(Page):
         self.device_label.setStyleSheet("color: palette(placeholder-text);")
         self.device_label.hide()
 
+        self.auto_panel = AutoPanel(self)
+        self.auto_panel.running_changed.connect(self._on_auto_panel_running_changed)
+        self.auto_panel.auto_finished.connect(self.auto_finished)
+        self.auto_panel.runner.line_printed.connect(self._on_auto_panel_line_printed)
+        self.auto_panel.set_data_path(state.config.data.path)
+
         self.curves = TrainingCurves(self)
         self.doctor_panel = DoctorPanel(state, self)
         self.doctor_panel.fix_applied.connect(self._on_doctor_panel_fix_applied)
@@ -142,6 +151,7 @@ class TrainPage(Page):
         layout.addWidget(self.outcome_label)
         layout.addLayout(progress)
         layout.addWidget(self.device_label)
+        layout.addWidget(self.auto_panel)
         layout.addWidget(self.splitter, 1)
 
         state.changed.connect(self._on_state_changed)
@@ -167,6 +177,8 @@ class TrainPage(Page):
         if self.controller.is_running:
             return ("A run is in progress: stop it first." if self._following
                     else "Another job (LR finder or sanity check) is running: wait for it to end.")
+        if self.auto_panel.is_running:
+            return "Auto is running: stop it first, or wait for it to end."
         data = self.state.config.data.path
         if not data:
             return "Open a dataset first: the run needs a data folder (data.path is empty)."
@@ -232,7 +244,8 @@ class TrainPage(Page):
 
     # Slots ---------------------------------------------------------------------------------------
 
-    def _on_state_changed(self, _config: RunConfig) -> None:
+    def _on_state_changed(self, config: RunConfig) -> None:
+        self.auto_panel.set_data_path(config.data.path)
         self._update_actions()
 
     def _on_state_validity_changed(self, _valid: bool) -> None:
@@ -291,6 +304,14 @@ class TrainPage(Page):
         self.doctor_panel.mark_run_ended()
         self._update_actions()
         self.run_finished.emit(run_dir)
+
+    def _on_auto_panel_running_changed(self, running: bool) -> None:
+        if running:
+            self.log_view.clear()
+        self._update_actions()
+
+    def _on_auto_panel_line_printed(self, line: str) -> None:
+        self.log_view.add_output(line)
 
     def _on_doctor_panel_fix_applied(self, changes: dict) -> None:
         applied = ", ".join(f"{path} = {value}" for path, value in changes.items())
@@ -367,6 +388,10 @@ class TrainPage(Page):
 
     def _update_actions(self) -> None:
         blocker = self.start_blocker()
+        self.auto_panel.set_blocker(
+            ("A training run is in progress: stop it first." if self._following
+             else "Another job (LR finder or sanity check) is running: wait for it to end.")
+            if self.controller.is_running else "")
         self.start_button.setEnabled(not blocker)
         self.start_button.setToolTip(blocker or START_TOOLTIP)
         self.stop_button.setEnabled(self._following and not self._stop_requested)
