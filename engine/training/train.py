@@ -25,6 +25,7 @@ from engine.core.device import uses_cuda
 from engine.core.errors import CheckpointError, ConfigError
 from engine.core.events import DatasetScanned, RunCancelled, RunFailed, RunFinished, RunRestarted
 from engine.core.paths import project_dir_for
+from engine.core.stop_signals import stops_deferred
 from engine.training.callback import Callback, CancelFit, LoopState
 from engine.training.callbacks import CheckpointSaver, MetricsRecorder, StopWatcher, TensorBoardWriter
 from engine.training.distributed import SINGLE_PROCESS, DistributedContext, distributed_session
@@ -190,8 +191,10 @@ def _train_locked(
         folder.write_status("cancelled", reason=cancel.reason)
         return RunResult(folder.path, "cancelled", reason=cancel.reason)
     except Exception as error:
-        # The one place a run records its own failure; the caller decides how to show it.
-        _record_failure(folder, error)
+        # The one place a run records its own failure; the caller decides how to show it. A stop signal now
+        # (torchrun ending the other ranks once one has died) must not cut the record short.
+        with stops_deferred():
+            _record_failure(folder, error)
         raise
 
 
